@@ -1,0 +1,41 @@
+"""FusionBench core: protocols, plugin discovery, the ``fb`` CLI and the run program.
+
+Importing this package is cheap: it never imports torch.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .hookspecs import hookimpl  # noqa: E402
+from .protocols import (  # noqa: E402
+    PRETRAINED,
+    BaseAlgorithm,
+    DataModelPool,
+    DataRequest,
+    EvaluationReport,
+    FusionAlgorithm,
+    Hyperparameter,
+    ModelPool,
+    Requirement,
+    TaskPool,
+    TensorInfo,
+    TensorSource,
+)
+
+__all__ = [
+    "PRETRAINED",
+    "BaseAlgorithm",
+    "DataModelPool",
+    "DataRequest",
+    "EvaluationReport",
+    "FusionAlgorithm",
+    "Hyperparameter",
+    "ModelPool",
+    "Requirement",
+    "TaskPool",
+    "TensorInfo",
+    "TensorSource",
+    "__version__",
+    "hookimpl",
+]

@@ -1,0 +1,325 @@
+"""The three protocols of FusionBench: model pools, task pools and fusion algorithms.
+
+Data flows one way: a :class:`ModelPool` goes into a :class:`FusionAlgorithm`, whose fused model goes
+into a :class:`TaskPool`, whose :class:`EvaluationReport` goes into the run report. An algorithm sees
+only the model pool it is given; whatever data it needs it asks of that pool, after declaring it
+through :attr:`FusionAlgorithm.requirement` and :attr:`FusionAlgorithm.data`.
+
+Nothing here imports torch: tensors and modules appear only as type names.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from .errors import ConfigError, UnknownComponentError
+
+if TYPE_CHECKING:
+    import torch
+
+PRETRAINED = "_pretrained_"
+"""The model name under which a pool exposes its pretrained (base) model."""
+
+
+class Requirement(str, enum.Enum):
+    """What a fusion algorithm needs beyond the weights, from cheapest to dearest."""
+
+    DATA_FREE = "data-free"
+    """Weights only."""
+    TRAIN_STATISTICS = "train-statistics"
+    """Statistics (Gram matrices, Fisher) from a few training inputs per task."""
+    TEST_TIME = "test-time"
+    """Test-time adaptation on unlabelled test inputs (e.g. entropy minimisation)."""
+    TRAINING = "training"
+    """Gradient training on labelled training data."""
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """The data an algorithm asks its model pool for, per task.
+
+    ``split`` is ``"train"``, ``"validation"`` or ``"test"``; ``labelled=False`` means the pool
+    must not hand out labels (test-time adaptation); ``examples`` caps the number per task.
+    """
+
+    split: str = "train"
+    examples: int | None = 256
+    labelled: bool = True
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One documented, typed hyperparameter of an algorithm or a pool."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+    def parse(self, value: Any, owner: str = "") -> Any:
+        """Convert ``value`` (often a string from ``-s key=value``) to this hyperparameter's type."""
+        where = f"{owner}.{self.name}" if owner else self.name
+        try:
+            parsed = _convert(value, self.type)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"hyperparameter '{where}' expects {self.type.__name__}, got {value!r}"
+            ) from exc
+        if self.choices is not None and parsed not in self.choices:
+            allowed = ", ".join(map(str, self.choices))
+            raise ConfigError(f"hyperparameter '{where}' must be one of {allowed}, got {value!r}")
+        return parsed
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description: name, type, default, help and choices."""
+        out = {"name": self.name, "type": self.type.__name__, "default": self.default, "help": self.help}
+        if self.choices is not None:
+            out["choices"] = list(self.choices)
+        return out
+
+
+def _convert(value: Any, kind: type) -> Any:
+    if value is None:
+        return None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(value)
+    if kind is float:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        number = float(value)
+        if math.isnan(number):
+            raise ValueError(value)
+        return number
+    if kind is int:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if kind is list:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                loaded = json.loads(text)
+            else:
+                loaded = [part.strip() for part in text.split(",") if part.strip()]
+            return [_number_or_text(item) for item in loaded]
+        return list(value)
+    if kind is str:
+        return str(value)
+    return kind(value)
+
+
+def _number_or_text(item: Any) -> Any:
+    if not isinstance(item, str):
+        return item
+    for kind in (int, float):
+        try:
+            return kind(item)
+        except ValueError:
+            pass
+    return item
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Shape and dtype of one tensor, known without reading its data."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    """The torch dtype's name without the ``torch.`` prefix, e.g. ``"float32"``."""
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+
+@runtime_checkable
+class TensorSource(Protocol):
+    """One model's weights, readable tensor by tensor without materialising the whole model."""
+
+    def keys(self) -> list[str]:
+        """Tensor names in a stable order."""
+
+    def info(self, key: str) -> TensorInfo:
+        """Shape and dtype of ``key`` without reading it."""
+
+    def get(self, key: str) -> torch.Tensor:
+        """Read one tensor (a fresh CPU tensor the caller may modify)."""
+
+
+@runtime_checkable
+class ModelPool(Protocol):
+    """A pretrained model and the models fine-tuned from it, one per task."""
+
+    name: str
+
+    @property
+    def model_names(self) -> list[str]:
+        """Names of the fine-tuned models (usually their task names), pretrained excluded."""
+
+    @property
+    def has_pretrained(self) -> bool:
+        """Whether :data:`PRETRAINED` names a base model in this pool."""
+
+    def load_model(self, name: str) -> Any:
+        """Load one model as a module (``name`` may be :data:`PRETRAINED`)."""
+
+    def tensors(self, name: str) -> TensorSource:
+        """Lazy tensor-by-tensor access to one model's weights."""
+
+    def build_model(self, state: Mapping[str, torch.Tensor]) -> Any:
+        """A module of this pool's architecture carrying ``state`` (the fused weights)."""
+
+
+@runtime_checkable
+class DataModelPool(ModelPool, Protocol):
+    """A model pool that can also hand out data and score a backbone on a task.
+
+    Algorithms that are not data-free need this: the pool owns the data and the task heads, so the
+    algorithm stays modality-free.
+    """
+
+    def batches(self, task: str, request: DataRequest, *, batch_size: int = 32) -> Iterator[tuple[Any, Any]]:
+        """Yield ``(inputs, labels)`` for ``task``; ``labels`` is None when ``request.labelled`` is false."""
+
+    def logits(self, task: str, model: Any, inputs: Any) -> torch.Tensor:
+        """Class logits of ``model`` (a backbone of this pool) on ``inputs`` with ``task``'s head."""
+
+
+@dataclass
+class EvaluationReport:
+    """Per-task metrics of one model; :attr:`average` is their mean over tasks, metric by metric."""
+
+    tasks: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def average(self) -> dict[str, float]:
+        """Mean of each metric over the tasks that report it."""
+        sums: dict[str, list[float]] = {}
+        for metrics in self.tasks.values():
+            for metric, value in metrics.items():
+                sums.setdefault(metric, []).append(float(value))
+        return {metric: sum(values) / len(values) for metric, values in sums.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"tasks": ..., "average": ...}``."""
+        return {"tasks": self.tasks, "average": self.average}
+
+
+@runtime_checkable
+class TaskPool(Protocol):
+    """The tasks a fused model is evaluated on."""
+
+    name: str
+
+    @property
+    def task_names(self) -> list[str]:
+        """Names of the tasks, in report order."""
+
+    def evaluate(self, model: Any) -> EvaluationReport:
+        """Score ``model`` on every task."""
+
+
+@runtime_checkable
+class FusionAlgorithm(Protocol):
+    """A fusion method: it turns a model pool into one fused model."""
+
+    name: ClassVar[str]
+    requirement: ClassVar[Requirement]
+    hyperparameters: ClassVar[tuple[Hyperparameter, ...]]
+    cost: dict[str, float]
+    """What the run used beyond wall time and memory, e.g. ``{"forward_passes": 512}``."""
+
+    def run(self, modelpool: ModelPool) -> Any:
+        """Fuse the models of ``modelpool`` and return the fused model."""
+
+
+class BaseAlgorithm:
+    """Convenience base class: declared hyperparameters become typed attributes.
+
+    Subclasses set :attr:`name`, :attr:`requirement`, :attr:`hyperparameters` and implement
+    :meth:`run`. ``seed`` is set by the program before :meth:`run`; use it for every random draw.
+    """
+
+    name: ClassVar[str] = ""
+    requirement: ClassVar[Requirement] = Requirement.DATA_FREE
+    hyperparameters: ClassVar[tuple[Hyperparameter, ...]] = ()
+    data: ClassVar[DataRequest | None] = None
+    """The data this algorithm asks of its pool when it is not data-free."""
+
+    def __init__(self, **settings: Any):
+        self.cost: dict[str, float] = {}
+        self.seed: int = 0
+        declared = {hp.name: hp for hp in self.hyperparameters}
+        unknown = [key for key in settings if key not in declared]
+        if unknown:
+            raise UnknownComponentError(
+                "hyperparameter", unknown[0], declared, owner=f"method '{self.name or type(self).__name__}'"
+            )
+        for hp in self.hyperparameters:
+            value = settings.get(hp.name, hp.default)
+            setattr(self, hp.name, hp.parse(value, self.name) if value is not None else None)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The hyperparameters as set, in declaration order."""
+        return {hp.name: getattr(self, hp.name) for hp in self.hyperparameters}
+
+    def run(self, modelpool: ModelPool) -> Any:  # pragma: no cover - abstract
+        """Fuse the models of ``modelpool``."""
+        raise NotImplementedError
+
+
+def require_pretrained(modelpool: ModelPool, method: str) -> None:
+    """Raise a one-line error when ``method`` needs a base model that ``modelpool`` lacks."""
+    if not modelpool.has_pretrained:
+        raise ConfigError(f"method '{method}' needs a pretrained model, but model pool '{modelpool.name}' has none")
+
+
+def check_same_keys(sources: Mapping[str, TensorSource], *, skip: Iterable[str] = ()) -> list[str]:
+    """Return the common key list, or raise naming the model and key that differ."""
+    from .errors import ShapeMismatchError
+
+    names = list(sources)
+    if not names:
+        raise ConfigError("the model pool holds no models")
+    reference_name = names[0]
+    reference = sources[reference_name]
+    keys = [key for key in reference.keys() if key not in set(skip)]
+    wanted = set(keys)
+    for other_name in names[1:]:
+        other = sources[other_name]
+        other_keys = {key for key in other.keys() if key not in set(skip)}
+        missing = sorted(wanted - other_keys)
+        extra = sorted(other_keys - wanted)
+        if missing:
+            raise ShapeMismatchError(f"model '{other_name}' lacks tensor '{missing[0]}' that '{reference_name}' has")
+        if extra:
+            raise ShapeMismatchError(f"model '{other_name}' has tensor '{extra[0]}' that '{reference_name}' lacks")
+        for key in keys:
+            a, b = reference.info(key), other.info(key)
+            if a.shape != b.shape:
+                raise ShapeMismatchError(
+                    f"tensor '{key}' has shape {list(b.shape)} in model '{other_name}' "
+                    f"but {list(a.shape)} in '{reference_name}'"
+                )
+    return keys

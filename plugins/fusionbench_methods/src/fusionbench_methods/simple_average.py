@@ -1,0 +1,31 @@
+"""Simple (uniform) average of the fine-tuned weights: θ = (1/T) Σ θ_i."""
+
+from __future__ import annotations
+
+from fusionbench_core import Requirement, hookimpl
+from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
+
+
+class SimpleAverage(TensorwiseAlgorithm):
+    """Uniform average of the fine-tuned models' weights (a model soup); needs no pretrained model."""
+
+    name = "simple_average"
+    requirement = Requirement.DATA_FREE
+    needs_pretrained = False
+    hyperparameters = ()
+
+    def merge_tensor(self, key, pretrained, models):
+        """Running mean, so memory does not grow with the number of models."""
+        total = None
+        count = 0
+        for tensor in models:
+            total = tensor if total is None else total.add_(tensor)
+            count += 1
+        return total.div_(count)
+
+
+@hookimpl
+def register_methods(register):
+    """Register ``simple_average``."""
+    register("simple_average", "fusionbench_methods.simple_average:SimpleAverage",
+             summary="Uniform average of the fine-tuned weights", requirement="data-free")
