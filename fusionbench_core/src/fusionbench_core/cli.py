@@ -379,6 +379,60 @@ cli.add_command(_listing_group("modelpool", "modelpools", "model pools"))
 cli.add_command(_listing_group("taskpool", "taskpools", "task pools"))
 
 
+@cli.group(cls=DefaultGroup, context_settings=CONTEXT)
+def suites() -> None:
+    """List the suites (model pool + task pool of one name) and build the ones that need building.
+
+    \b
+    Examples:
+      fb suites
+      fb suites build mini-vision --quick
+    """
+
+
+@suites.command(name="list", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def suites_list(as_json: bool) -> None:
+    """List suites: names registered both as a model pool and as a task pool."""
+    host = get_host()
+    taskpools = set(host.registry("taskpool").names())
+    rows = [entry.describe() for entry in host.registry("modelpool").entries() if entry.name in taskpools]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} suites")
+    for column in ("name", "tasks", "summary", "plugin"):
+        table.add_column(column)
+    for row in rows:
+        tasks = row.get("tasks", [])
+        table.add_row(row["name"], f"{len(tasks)}: " + ", ".join(map(str, tasks)), row["summary"], row["plugin"])
+    stdout_console().print(table)
+
+
+@suites.command(name="build", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--quick", is_flag=True, help="The reduced variant (fewer steps and examples), as CI uses.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the expert training.")
+@click.option("--force", is_flag=True, help="Rebuild even what is cached.")
+def suites_build(name: str, quick: bool, seed: int, force: bool) -> None:
+    """Build a suite's models (train the experts) into the cache, resuming what is done.
+
+    \b
+    Examples:
+      fb suites build mini-vision
+      fb suites build mini-text --quick --seed 1
+    """
+    pool_cls = get_host().registry("modelpool").get(name)
+    build = getattr(pool_cls, "build_suite", None)
+    if build is None:
+        from .errors import ConfigError
+
+        raise ConfigError(f"model pool '{name}' has nothing to build (it loads its models as they are)")
+    summary = build(quick=quick, seed=seed, force=force)
+    if summary:
+        _print_mapping(f"built {name}", summary)
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json: bool) -> None:
