@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fusionbench_core import Requirement, hookimpl
+from fusionbench_core import Requirement
 from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
 
 
@@ -23,9 +23,3 @@ class SimpleAverage(TensorwiseAlgorithm):
             count += 1
         return total.div_(count)
 
-
-@hookimpl
-def register_methods(register):
-    """Register ``simple_average``."""
-    register("simple_average", "fusionbench_methods.simple_average:SimpleAverage",
-             summary="Uniform average of the fine-tuned weights", requirement="data-free")

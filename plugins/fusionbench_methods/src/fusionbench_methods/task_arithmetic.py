@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fusionbench_core import Hyperparameter, Requirement, hookimpl
+from fusionbench_core import Hyperparameter, Requirement
 from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
 
 
@@ -27,9 +27,3 @@ class TaskArithmetic(TensorwiseAlgorithm):
             total = delta if total is None else total.add_(delta)
         return pretrained + self.scaling_factor * total
 
-
-@hookimpl
-def register_methods(register):
-    """Register ``task_arithmetic``."""
-    register("task_arithmetic", "fusionbench_methods.task_arithmetic:TaskArithmetic",
-             summary="θ₀ + λ·Σ task vectors (λ=0.3)", requirement="data-free")
