@@ -40,7 +40,10 @@ class RunInfo:
 
 
 def instantiate(host: PluginHost, kind: str, spec: ComponentSpec) -> Any:
-    """Build the component ``spec`` names, checking its options against what it declares."""
+    """Build the component ``spec`` names, checking its options against what it declares.
+
+    For pools, the parsed options replace ``spec.options`` so reports show typed values.
+    """
     entry = host.registry(kind).entry(spec.name)
     factory = entry.load()
     if kind == "method":
@@ -54,6 +57,7 @@ def instantiate(host: PluginHost, kind: str, spec: ComponentSpec) -> Any:
                 if key not in by_name:
                     raise UnknownComponentError("option", key, by_name, owner=f"{kind} '{spec.name}'")
             options = {key: by_name[key].parse(value, spec.name) for key, value in options.items()}
+            spec.options = options
         instance = factory(**options) if _accepts_name(factory) is False else factory(name=spec.name, **options)
     if getattr(instance, "name", None) in (None, ""):
         try:

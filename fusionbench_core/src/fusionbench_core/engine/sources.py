@@ -1,21 +1,66 @@
-"""Lazy tensor sources: read one tensor at a time from memory, safetensors files or pickles."""
+"""Lazy tensor sources: read one tensor (or a block of its rows) at a time.
+
+Every source implements the :class:`~fusionbench_core.protocols.TensorSource` protocol (``keys``,
+``info``, ``get``) plus ``get_rows(key, start, stop)``, which reads rows ``start:stop`` of the
+tensor's first dimension. The engine reads large tensors in row blocks so that its working memory
+stays bounded whatever the tensor size.
+
+Safetensors files are read with ``pread`` straight from the page cache into freshly allocated
+tensors, after parsing the header ourselves. That is as lazy as a memory map (nothing is read until
+a tensor is asked for) but the mapped pages never count against the process's resident memory and
+there is no page fault per 4 KiB.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from ..errors import ModelLoadError
 from ..protocols import TensorInfo, TensorSource
+
+SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+"""safetensors dtype tags → torch dtypes (the tags this reader and the writer understand)."""
+
+SAFETENSORS_TAGS: dict[torch.dtype, str] = {dtype: tag for tag, dtype in SAFETENSORS_DTYPES.items()}
+"""torch dtypes → safetensors dtype tags."""
+
+for _tag, _name in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"), ("U16", "uint16"),
+                    ("U32", "uint32"), ("U64", "uint64")):
+    if hasattr(torch, _name):
+        SAFETENSORS_DTYPES[_tag] = getattr(torch, _name)
+        SAFETENSORS_TAGS[getattr(torch, _name)] = _tag
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     """``torch.float32`` → ``"float32"``."""
     return str(dtype).removeprefix("torch.")
+
+
+def row_count(shape: tuple[int, ...]) -> int:
+    """Number of rows a tensor is read in: its first dimension (1 for a scalar)."""
+    return shape[0] if shape else 1
+
+
+def get_rows(source: TensorSource, key: str, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of ``key`` from any source (falls back to reading the whole tensor)."""
+    reader = getattr(source, "get_rows", None)
+    if reader is not None:
+        return reader(key, start, stop)
+    tensor = source.get(key)
+    if tensor.dim() == 0:
+        return tensor
+    return tensor[start:stop].clone() if (start, stop) != (0, tensor.shape[0]) else tensor
 
 
 class StateDictSource:
@@ -37,43 +82,124 @@ class StateDictSource:
         """A detached copy of ``key``."""
         return self._state[key].detach().clone()
 
+    def get_rows(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """A detached copy of rows ``start:stop`` of ``key`` (the whole tensor for a scalar)."""
+        tensor = self._state[key].detach()
+        if tensor.dim() == 0:
+            return tensor.clone()
+        return tensor[start:stop].clone()
+
+
+class _Entry:
+    __slots__ = ("file", "dtype", "shape", "begin", "end")
+
+    def __init__(self, file: int, dtype: torch.dtype, shape: tuple[int, ...], begin: int, end: int):
+        self.file, self.dtype, self.shape, self.begin, self.end = file, dtype, shape, begin, end
+
+
+def read_safetensors_header(path: Path) -> tuple[dict, int]:
+    """Parse a safetensors header: ``(header dict, byte offset of the data buffer)``."""
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) != 8:
+                raise ValueError("file shorter than its 8-byte header length")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > 100_000_000:
+                raise ValueError(f"header length {length} is implausible")
+            raw = handle.read(length)
+            if len(raw) != length:
+                raise ValueError("truncated header")
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"'{path}': not a readable safetensors file ({exc})") from exc
+    return header, 8 + length
+
 
 class SafetensorsSource:
-    """A :class:`TensorSource` over one or more (sharded) safetensors files, memory-mapped."""
+    """A :class:`TensorSource` over one or more (sharded) safetensors files, read lazily with ``pread``."""
 
     def __init__(self, files: list[Path]):
         self.files = [Path(f) for f in files]
-        self._handles = {}
-        self._where: dict[str, Path] = {}
-        for file in self.files:
-            handle = self._open(file)
-            for key in handle.keys():
-                self._where[key] = file
+        self._fds: list[int] = []
+        self._entries: dict[str, _Entry] = {}
+        for index, file in enumerate(self.files):
+            header, data_start = read_safetensors_header(file)
+            size = file.stat().st_size
+            for key, meta in header.items():
+                if key == "__metadata__":
+                    continue
+                try:
+                    dtype = SAFETENSORS_DTYPES[meta["dtype"]]
+                    shape = tuple(int(d) for d in meta["shape"])
+                    begin, end = (int(x) for x in meta["data_offsets"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ModelLoadError(f"'{file}': tensor '{key}' has an unreadable header entry ({exc})") from exc
+                itemsize = torch.empty((), dtype=dtype).element_size()
+                if end - begin != math.prod(shape) * itemsize or data_start + end > size or begin < 0:
+                    raise ModelLoadError(f"'{file}': tensor '{key}' has data offsets {[begin, end]} that do not "
+                                         f"match its shape {list(shape)} or the file size")
+                if key in self._entries:
+                    raise ModelLoadError(f"'{file}': tensor '{key}' also appears in '{self.files[self._entries[key].file]}'")
+                self._entries[key] = _Entry(index, dtype, shape, data_start + begin, data_start + end)
+        self._fds = [os.open(str(f), os.O_RDONLY) for f in self.files]
 
-    def _open(self, file: Path):
-        if file not in self._handles:
+    def __del__(self):
+        for fd in getattr(self, "_fds", ()):
             try:
-                self._handles[file] = safe_open(str(file), framework="pt")
-            except Exception as exc:  # noqa: BLE001 - any reader failure becomes one line
-                raise ModelLoadError(f"'{file}': not a readable safetensors file ({exc})") from exc
-        return self._handles[file]
+                os.close(fd)
+            except OSError:
+                pass
 
     def keys(self) -> list[str]:
-        """Tensor names in file order."""
-        return list(self._where)
+        """Tensor names in file order (shard by shard, by data offset)."""
+        return sorted(self._entries, key=lambda k: (self._entries[k].file, self._entries[k].begin))
 
     def info(self, key: str) -> TensorInfo:
         """Shape and dtype from the safetensors header, without reading data."""
-        sl = self._open(self._where[key]).get_slice(key)
-        return TensorInfo(tuple(sl.get_shape()), _SAFE_DTYPES.get(sl.get_dtype(), sl.get_dtype().lower()))
+        entry = self._entries[key]
+        return TensorInfo(entry.shape, dtype_name(entry.dtype))
 
     def get(self, key: str) -> torch.Tensor:
-        """Read ``key``."""
-        return self._open(self._where[key]).get_tensor(key)
+        """Read ``key`` into a fresh tensor."""
+        entry = self._entries[key]
+        return self._read(entry, entry.begin, entry.end, entry.shape)
 
+    def get_rows(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Read rows ``start:stop`` of ``key`` (one contiguous byte range) into a fresh tensor."""
+        entry = self._entries[key]
+        if not entry.shape:
+            return self.get(key)
+        row_bytes = (entry.end - entry.begin) // max(entry.shape[0], 1)
+        shape = (stop - start, *entry.shape[1:])
+        return self._read(entry, entry.begin + start * row_bytes, entry.begin + stop * row_bytes, shape)
 
-_SAFE_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I64": "int64",
-                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+    def read_into(self, key: str, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        """Read rows ``start:stop`` of ``key`` into ``out`` (e.g. a pinned buffer) and return it."""
+        entry = self._entries[key]
+        row_bytes = (entry.end - entry.begin) // max(row_count(entry.shape), 1)
+        begin = entry.begin + start * row_bytes
+        self._pread(entry, begin, entry.begin + stop * row_bytes, out)
+        return out
+
+    def _read(self, entry: _Entry, begin: int, end: int, shape: tuple[int, ...]) -> torch.Tensor:
+        out = torch.empty(shape, dtype=entry.dtype)
+        self._pread(entry, begin, end, out)
+        return out
+
+    def _pread(self, entry: _Entry, begin: int, end: int, out: torch.Tensor) -> None:
+        if end == begin:
+            return
+        view = memoryview(out.view(-1).view(torch.uint8).numpy())
+        done = 0
+        total = end - begin
+        while done < total:
+            got = os.preadv(self._fds[entry.file], [view[done:]], begin + done)
+            if got <= 0:
+                raise ModelLoadError(f"'{self.files[entry.file]}': file ended while reading a tensor")
+            done += got
 
 
 class PickleSource(StateDictSource):
@@ -91,14 +217,29 @@ class PickleSource(StateDictSource):
         super().__init__(state)
 
 
-def open_source(path: Path | str) -> TensorSource:
-    """Open a checkpoint: an HF model directory, a ``.safetensors`` file, a sharded index or a pickle."""
+def is_lora_adapter(path: Path | str) -> bool:
+    """Whether ``path`` is a PEFT LoRA adapter directory (it holds ``adapter_config.json``)."""
+    return Path(path).is_dir() and (Path(path) / "adapter_config.json").exists()
+
+
+def open_source(path: Path | str, base: TensorSource | Path | str | None = None) -> TensorSource:
+    """Open a checkpoint as a lazy :class:`TensorSource`.
+
+    ``path`` may be an HF model directory, a ``.safetensors`` file, a sharded
+    ``model.safetensors.index.json``, a weights-only pickle, or a PEFT LoRA adapter directory. An
+    adapter needs ``base`` (a source or a path), and yields the base weights plus the adapter's
+    ΔW = scale·B·A, computed tensor by tensor (see :class:`~fusionbench_core.engine.lora.LoraSource`).
+    """
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"'{path}': no such file or directory")
     if path.is_dir():
-        if (path / "adapter_config.json").exists():
-            raise ModelLoadError(f"'{path}' is a LoRA adapter directory: merge it together with its base model")
+        if is_lora_adapter(path):
+            if base is None:
+                raise ModelLoadError(f"'{path}' is a LoRA adapter directory: give its base model (--pretrained)")
+            from .lora import LoraSource
+
+            return LoraSource(base if not isinstance(base, (str, Path)) else open_source(base), path)
         for name in ("model.safetensors.index.json", "model.safetensors"):
             if (path / name).exists():
                 return open_source(path / name)
@@ -113,8 +254,11 @@ def open_source(path: Path | str) -> TensorSource:
         try:
             index = json.loads(path.read_text())
             files = sorted({path.parent / f for f in index["weight_map"].values()})
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelLoadError(f"'{path}': not a safetensors index ({exc})") from exc
+        for file in files:
+            if not file.exists():
+                raise ModelLoadError(f"'{path}': names shard '{file.name}', which does not exist")
         return SafetensorsSource(files)
     if path.suffix == ".safetensors":
         return SafetensorsSource([path])

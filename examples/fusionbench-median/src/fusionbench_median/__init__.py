@@ -1,0 +1,1 @@
+"""Example FusionBench plugin: an element-wise median merge (see ``docs/plugins.md``)."""
