@@ -278,15 +278,18 @@ def eval_command(model_dir: Path | None, modelpool: str, taskpool: str | None, m
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
               help="Output dtype (default: the pretrained model's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random methods (DARE, DELLA).")
+@click.option("--shard-size", default="5GB", show_default=True, help="Largest output shard, e.g. 5GB or 500MB.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def merge(method: str, pretrained: Path | None, models: tuple[Path, ...], modelpool: str | None,
-          settings: tuple[str, ...], output: Path, device: str, dtype: str | None, seed: int, as_json: bool) -> None:
+          settings: tuple[str, ...], output: Path, device: str, dtype: str | None, seed: int, shard_size: str,
+          as_json: bool) -> None:
     """Merge checkpoints tensor by tensor and write the result, without evaluating it.
 
     \b
     Examples:
       fb merge task_arithmetic --pretrained base/ --model math/ --model code/ -s scaling_factor=0.3 -o out/
       fb merge ties -p mini-vision -o merged/ --dtype bfloat16
+      fb merge ties --pretrained llama/ --model lora-math/ --model lora-code/ -o out/   # PEFT adapters
     """
     from .config import parse_settings
     from .engine.api import merge_command
@@ -302,6 +305,8 @@ def merge(method: str, pretrained: Path | None, models: tuple[Path, ...], modelp
         device=device,
         dtype=dtype,
         seed=seed,
+        shard_size=shard_size,
+        modelpool_options=parsed["modelpool"],
     )
     if as_json:
         print_json(summary)

@@ -32,6 +32,7 @@ LOAD_ENV = "FUSIONBENCH_LOAD_PLUGINS"
 DISABLE_ENV = "FUSIONBENCH_DISABLE_PLUGINS"
 
 INSTALL_HINTS = {
+    "": "fusionbench-methods (data-free merges) or fusionbench-data-methods",
     "clip-": "fusionbench-vision",
     "mini-vision": "fusionbench-vision",
     "gpt2-": "fusionbench-nlp",

@@ -118,9 +118,11 @@ class Registry:
         if key not in self._entries:
             hint = ""
             for prefix, package in self.install_hints.items():
-                if name.startswith(prefix):
+                if prefix and name.startswith(prefix):
                     hint = f"Suites named '{prefix}…' come with: pip install {package}"
                     break
+            if not hint and not self._entries and self.kind == "method" and "" in self.install_hints:
+                hint = f"Methods come with: pip install {self.install_hints['']}"
             raise UnknownComponentError(self.kind, name, [*self._entries, *self._aliases], hint)
         return self._entries[key]
 

@@ -161,6 +161,9 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
         "eval_s": round(done - fused_at, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        cost["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     cost.update(getattr(algorithm, "cost", {}) or {})
     report = {
         "method": config.method.name,

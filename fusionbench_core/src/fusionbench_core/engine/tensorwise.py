@@ -1,21 +1,93 @@
-"""Tensor-by-tensor merging: the base class of every weight-merging method.
+"""Tensor-by-tensor merging: the base class of every weight-merging method, and the streaming engine.
 
 A method implements :meth:`TensorwiseAlgorithm.merge_tensor`, which receives the pretrained tensor
 and an *iterator* over the fine-tuned models' tensors of one name. Element-wise methods consume the
 iterator with running accumulators, so peak memory does not grow with the number of models; methods
 that need every delta at once ``list()`` it and hold one tensor's deltas only. Whole-model statistics
-(TIES' global threshold) are gathered in :meth:`TensorwiseAlgorithm.prepare`, a first streaming pass.
+(TIES' global threshold) are gathered in :meth:`TensorwiseAlgorithm.prepare`, with
+:meth:`TensorwiseAlgorithm.scan_deltas` streaming the task vectors once more.
+
+Blocks: a method that declares ``chunkable = True`` (its result for a row depends only on that row
+of every input) receives large tensors in blocks of whole rows, at most ``chunk_elements`` elements
+each, so the engine's working memory is bounded by the block size, not the tensor size.
+:attr:`TensorwiseAlgorithm.block` tells the method which rows it is merging.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeMismatchError
 from ..protocols import PRETRAINED, BaseAlgorithm, ModelPool, TensorSource, check_same_keys
+from .prefetch import Read, TensorReader, drain, take
+from .writer import CallableSink, StateDictSink
+
+DEFAULT_CHUNK_ELEMENTS = 4 * 2**20
+"""Largest block (in elements) a chunkable method receives: 16 MiB of float32."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows ``start:stop`` of tensor ``key`` (of ``shape``); ``index`` counts the tensor's blocks from 0."""
+
+    key: str
+    index: int
+    start: int
+    stop: int
+    shape: tuple[int, ...]
+
+    @property
+    def row_elements(self) -> int:
+        """Elements per row (1 for a vector, all of it for a scalar)."""
+        return torch.Size(self.shape[1:]).numel() if self.shape else 1
+
+    @property
+    def offset(self) -> int:
+        """Flat index of the block's first element in the whole tensor."""
+        return self.start * self.row_elements
+
+    @property
+    def whole(self) -> bool:
+        """Whether the block is the whole tensor."""
+        return self.start == 0 and self.stop == (self.shape[0] if self.shape else 1)
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        """Shape of the block's tensors."""
+        return (self.stop - self.start, *self.shape[1:]) if self.shape else ()
+
+
+def plan_blocks(key: str, shape: tuple[int, ...], chunk_elements: int | None) -> list[Block]:
+    """Split ``key`` into row blocks of at most ``chunk_elements`` elements (None: one block)."""
+    rows = shape[0] if shape else 1
+    row_elements = torch.Size(shape[1:]).numel() if shape else 1
+    if chunk_elements is None or rows <= 1 or rows * row_elements <= chunk_elements:
+        return [Block(key, 0, 0, rows, shape)]
+    per = max(1, chunk_elements // max(row_elements, 1))
+    return [Block(key, i, start, min(start + per, rows), shape) for i, start in enumerate(range(0, rows, per))]
+
+
+@dataclass
+class EngineOptions:
+    """How the engine streams: block size, compute device, whether reads run ahead on a thread."""
+
+    chunk_elements: int | None = DEFAULT_CHUNK_ELEMENTS
+    device: str = "cpu"
+    prefetch: bool = True
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype merge arithmetic runs in for inputs of ``dtype``."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)
 
 
 class TensorwiseAlgorithm(BaseAlgorithm):
@@ -24,20 +96,41 @@ class TensorwiseAlgorithm(BaseAlgorithm):
     needs_pretrained: ClassVar[bool] = True
     """Whether the method needs θ₀ (task-vector methods do; plain averages do not)."""
 
+    chunkable: ClassVar[bool] = False
+    """True when each output row depends only on the same row of the inputs (element- or row-wise)."""
+
+    block: Block | None = None
+    """The block being merged (set by the engine before each :meth:`merge_tensor` call)."""
+
+    engine: EngineOptions = EngineOptions()
+    """The engine options of the current merge (set by :func:`merge_sources`)."""
+
     def prepare(self, pretrained: TensorSource | None, models: Sequence[TensorSource], keys: list[str]) -> None:
         """A first pass over the checkpoints before merging (default: nothing)."""
 
     def merge_tensor(self, key: str, pretrained: torch.Tensor | None, models: Iterator[torch.Tensor]) -> torch.Tensor:
-        """Merge one tensor; tensors arrive in the compute dtype (float32, or float64 for float64 inputs)."""
+        """Merge one tensor (or one block of rows); tensors arrive in the compute dtype (float32/float64)."""
         raise NotImplementedError
 
-    def generator(self, key: str, device: torch.device | str = "cpu") -> torch.Generator:
-        """A generator seeded by the run's seed and the tensor name: the same bytes on every run."""
-        import zlib
+    def finalize(self) -> Iterable[tuple[str, torch.Tensor, torch.Tensor]]:
+        """After the last tensor: ``(key, flat_index, values)`` patches for already written tensors."""
+        return ()
 
+    def generator(self, key: str, device: torch.device | str = "cpu") -> torch.Generator:
+        """A generator seeded by the run's seed, the tensor name and the block index: the same bytes on every run.
+
+        Draws should be made on the CPU generator (the default) so that ``--device cuda`` gives the
+        same result as the CPU path.
+        """
+        index = self.block.index if self.block is not None and self.block.key == key else 0
         gen = torch.Generator(device=device)
-        gen.manual_seed((self.seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63))
+        gen.manual_seed((self.seed * 1_000_003 + zlib.crc32(f"{key}#{index}".encode())) % (2**63))
         return gen
+
+    def scan_deltas(self, pretrained: TensorSource, models: Sequence[TensorSource], keys: Sequence[str]
+                    ) -> Iterator[tuple[Block, int, torch.Tensor]]:
+        """Stream ``(block, model_index, τ_i block)`` over the floating tensors, for :meth:`prepare` passes."""
+        yield from _scan_deltas(pretrained, models, keys, self.engine, self.chunkable)
 
     def run(self, modelpool: ModelPool) -> Any:
         """Merge the pool's models in memory and return a module carrying the result."""
@@ -46,14 +139,36 @@ class TensorwiseAlgorithm(BaseAlgorithm):
         if self.needs_pretrained and pretrained is None:
             raise ConfigError(f"method '{self.name}' needs a pretrained model, but model pool '{modelpool.name}' has none")
         sources = [modelpool.tensors(name) for name in names]
-        state: dict[str, torch.Tensor] = {}
-        merge_sources(self, pretrained, sources, sink=state.__setitem__, model_names=names)
-        return modelpool.build_model(state)
+        sink = StateDictSink()
+        merge_sources(self, pretrained, sources, sink=sink, model_names=names)
+        return modelpool.build_model(sink.state)
 
 
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype merge arithmetic runs in for inputs of ``dtype``."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def _floating(dtype_name: str) -> bool:
+    return _torch_dtype(dtype_name).is_floating_point
+
+
+def _scan_deltas(pretrained, models, keys, options: EngineOptions, chunkable: bool):
+    blocks = []
+    for key in keys:
+        info = pretrained.info(key)
+        if _floating(info.dtype):
+            blocks.extend(plan_blocks(key, info.shape, options.chunk_elements if chunkable else None))
+
+    def reads():
+        for block in blocks:
+            work = compute_dtype(_torch_dtype(pretrained.info(block.key).dtype))
+            for source in (pretrained, *models):
+                yield Read(source, block.key, block.start, block.stop, work)
+
+    reader = TensorReader(reads(), device=options.device, background=options.prefetch)
+    try:
+        for block in blocks:
+            base = next(reader)
+            for index in range(len(models)):
+                yield block, index, next(reader).sub_(base)
+    finally:
+        reader.close()
 
 
 def merge_sources(
@@ -61,39 +176,99 @@ def merge_sources(
     pretrained: TensorSource | None,
     models: Sequence[TensorSource],
     *,
-    sink: Callable[[str, torch.Tensor], None],
+    sink: Any,
     model_names: Sequence[str] | None = None,
     out_dtype: torch.dtype | None = None,
     device: torch.device | str = "cpu",
     progress: Callable[[str, int], None] | None = None,
-) -> None:
-    """Stream every tensor through ``algorithm`` and hand each result to ``sink(key, tensor)``.
+    chunk_elements: int | None = DEFAULT_CHUNK_ELEMENTS,
+    hashers: Sequence[Any] | None = None,
+    prefetch: bool = True,
+) -> list[str]:
+    """Stream every tensor through ``algorithm`` and hand each result to ``sink``; return the keys.
 
-    Non-floating tensors (integer buffers such as ``position_ids``) are copied from the pretrained
-    model (or the first model) unchanged.
+    ``sink`` is a :class:`~fusionbench_core.engine.writer.StateDictSink`, a
+    :class:`~fusionbench_core.engine.writer.SafetensorsWriter`, or a plain ``sink(key, tensor)``
+    callable. ``out_dtype`` casts floating results (default: the dtype of θ₀, or of the first
+    model). Non-floating tensors (integer buffers such as ``position_ids``) are copied from θ₀ (or
+    the first model) unchanged. ``progress(key, n_bytes_read)`` is called after each block;
+    ``hashers`` (one per input, θ₀ first when given) receive every input byte read in the merge pass.
     """
     if not models:
         raise ConfigError(f"method '{algorithm.name}' got no models to merge")
+    if device != "cpu" and not (str(device).startswith("cuda") and torch.cuda.is_available()):
+        raise ConfigError(f"device '{device}' is not available here (use --device cpu)")
+    if callable(sink) and not hasattr(sink, "write"):
+        sink = CallableSink(sink)
     labelled = dict(zip(model_names or [f"model {i}" for i in range(len(models))], models, strict=True))
     if pretrained is not None:
         labelled = {PRETRAINED: pretrained, **labelled}
     keys = check_same_keys(labelled)
+    options = EngineOptions(chunk_elements=chunk_elements, device=str(device), prefetch=prefetch)
+    algorithm.engine = options
+    algorithm.block = None
     algorithm.prepare(pretrained, models, keys)
-    first = pretrained if pretrained is not None else models[0]
+    inputs = [pretrained, *models] if pretrained is not None else list(models)
+    first = inputs[0]
+    hashers = list(hashers) if hashers is not None else [None] * len(inputs)
+    chunk = chunk_elements if algorithm.chunkable else None
+
+    plan: list[tuple[Block, bool, torch.dtype]] = []
     for key in keys:
-        base = first.get(key)
-        if not base.is_floating_point():
-            sink(key, base)
-            if progress:
-                progress(key, base.numel() * base.element_size())
+        info = first.info(key)
+        dtype = _torch_dtype(info.dtype)
+        if not dtype.is_floating_point:
+            plan.append((Block(key, 0, 0, info.shape[0] if info.shape else 1, info.shape), False, dtype))
             continue
-        work = compute_dtype(base.dtype)
-        theta0 = base.to(device=device, dtype=work) if pretrained is not None else None
-        stream = (source.get(key).to(device=device, dtype=work) for source in models)
-        merged = algorithm.merge_tensor(key, theta0, stream)
-        result = merged.to(dtype=out_dtype or base.dtype)
-        if result.device.type != "cpu":
-            result = result.cpu()
-        sink(key, result)
-        if progress:
-            progress(key, result.numel() * result.element_size())
+        for block in plan_blocks(key, info.shape, chunk):
+            plan.append((block, True, dtype))
+
+    def reads():
+        for block, floating, dtype in plan:
+            work = compute_dtype(dtype) if floating else None
+            for source, hasher in zip(inputs, hashers, strict=True):
+                yield Read(source, block.key, block.start, block.stop, work, hasher)
+
+    reader = TensorReader(reads(), device=device, background=prefetch)
+    n_models = len(models)
+    try:
+        for block, floating, dtype in plan:
+            if not floating:
+                value = next(reader)
+                for _ in range(len(inputs) - 1):
+                    next(reader)
+                result = value.cpu() if value.device.type != "cpu" else value
+                sink.write(block.key, result)
+                if progress:
+                    progress(block.key, result.numel() * result.element_size() * len(inputs))
+                continue
+            algorithm.block = block
+            theta0 = next(reader) if pretrained is not None else None
+            consumed = [0]
+            merged = algorithm.merge_tensor(block.key, theta0, take(reader, n_models, consumed))
+            drain(reader, n_models, consumed)
+            if tuple(merged.shape) != block.block_shape:
+                raise ShapeMismatchError(f"method '{algorithm.name}' returned shape {list(merged.shape)} "
+                                         f"for tensor '{block.key}' of shape {list(block.block_shape)}")
+            result = merged.to(dtype=out_dtype or dtype)
+            if result.device.type != "cpu":
+                result = result.cpu()
+            if block.whole:
+                sink.write(block.key, result)
+            else:
+                _write_rows(sink, block, result, out_dtype or dtype)
+            if progress:
+                progress(block.key, result.numel() * dtype.itemsize * len(inputs))
+    finally:
+        reader.close()
+        algorithm.block = None
+    for key, flat_index, values in algorithm.finalize():
+        sink.patch(key, flat_index, values)
+    return keys
+
+
+def _write_rows(sink: Any, block: Block, rows: torch.Tensor, dtype: torch.dtype) -> None:
+    writer = getattr(sink, "write_rows", None)
+    if writer is None:
+        raise ConfigError(f"sink {type(sink).__name__} cannot take tensor '{block.key}' in row blocks")
+    writer(block.key, block.start, rows, block.shape)

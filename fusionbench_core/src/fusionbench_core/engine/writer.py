@@ -55,6 +55,17 @@ class StateDictSink:
         """Keep ``tensor`` under ``key``."""
         self.state[key] = tensor
 
+    def write_rows(self, key: str, start: int, rows: torch.Tensor, shape: tuple[int, ...]) -> None:
+        """Place a block of rows of a tensor of ``shape`` (allocated on its first block)."""
+        if key not in self.state:
+            self.state[key] = torch.empty(shape, dtype=rows.dtype)
+        self.state[key][start:start + rows.shape[0]] = rows
+        if start + rows.shape[0] == shape[0]:
+            self.completed(key)
+
+    def completed(self, key: str) -> None:
+        """Called when every row block of ``key`` has arrived."""
+
     def patch(self, key: str, flat_index: torch.Tensor, values: torch.Tensor) -> None:
         """Overwrite elements of an already written tensor."""
         self.state[key].view(-1)[flat_index] = values.to(self.state[key].dtype)
@@ -71,6 +82,10 @@ class CallableSink(StateDictSink):
         """Hand ``tensor`` to the callable."""
         self.state[key] = tensor
         self.function(key, tensor)
+
+    def completed(self, key: str) -> None:
+        """Hand a tensor assembled from row blocks to the callable."""
+        self.function(key, self.state[key])
 
 
 class _Slot:
@@ -174,6 +189,15 @@ class SafetensorsWriter:
             raise ConfigError(f"tensor '{key}' arrived as {tensor.dtype} {list(tensor.shape)}, "
                               f"planned as {slot.dtype} {list(slot.shape)}")
         self._submit(slot.fd, slot.offset, tensor.contiguous())
+
+    def write_rows(self, key: str, start: int, rows: torch.Tensor, shape: tuple[int, ...]) -> None:
+        """Write a block of rows starting at row ``start`` of tensor ``key``."""
+        slot = self.slots[key]
+        if tuple(shape) != slot.shape or rows.dtype != slot.dtype:
+            raise ConfigError(f"tensor '{key}' arrived as {rows.dtype} {list(shape)}, "
+                              f"planned as {slot.dtype} {list(slot.shape)}")
+        row_bytes = slot.nbytes // max(slot.shape[0], 1)
+        self._submit(slot.fd, slot.offset + start * row_bytes, rows.contiguous())
 
     def patch(self, key: str, flat_index: torch.Tensor, values: torch.Tensor) -> None:
         """Overwrite single elements of a tensor already written."""
