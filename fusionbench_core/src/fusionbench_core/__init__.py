@@ -17,10 +17,12 @@ from .protocols import (  # noqa: E402
     FusionAlgorithm,
     Hyperparameter,
     ModelPool,
+    Predictor,
     Requirement,
     TaskPool,
     TensorInfo,
     TensorSource,
+    task_logits,
 )
 
 __all__ = [
@@ -37,5 +39,7 @@ __all__ = [
     "TensorInfo",
     "TensorSource",
     "__version__",
+    "task_logits",
+    "Predictor",
     "hookimpl",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -203,6 +203,30 @@ class DataModelPool(ModelPool, Protocol):
 
     def logits(self, task: str, model: Any, inputs: Any) -> torch.Tensor:
         """Class logits of ``model`` (a backbone of this pool) on ``inputs`` with ``task``'s head."""
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A fused model that combines its members' logits after the task head (e.g. a probability ensemble).
+
+    Task pools score a backbone as ``head(model(inputs))``; rules that act after the head (mean of
+    probabilities, majority vote, max-model) cannot be one backbone output, so such a model offers
+    :meth:`predict_logits` and task pools call :func:`task_logits` instead.
+    """
+
+    def predict_logits(self, logits_of: Callable[[Any, Any], torch.Tensor], inputs: Any) -> torch.Tensor:
+        """Scores ``(batch, classes)`` whose argmax is the prediction, from ``logits_of(member, inputs)``."""
+
+
+def task_logits(model: Any, logits_of: Callable[[Any, Any], torch.Tensor], inputs: Any) -> torch.Tensor:
+    """What a task pool computes for ``model`` on a batch: ``logits_of(model, inputs)``, or the predictor's rule.
+
+    ``logits_of(backbone, inputs)`` is the pool's own scoring of one backbone on the task being evaluated
+    (its head applied to the backbone's output). Every task pool should score through this function.
+    """
+    if isinstance(model, Predictor):
+        return model.predict_logits(logits_of, inputs)
+    return logits_of(model, inputs)
 
 
 @dataclass

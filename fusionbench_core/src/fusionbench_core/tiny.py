@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .engine.sources import StateDictSource
-from .protocols import PRETRAINED, DataRequest, EvaluationReport, Hyperparameter
+from .protocols import PRETRAINED, DataRequest, EvaluationReport, Hyperparameter, task_logits
 
 IN_FEATURES = 8
 HIDDEN = 16
@@ -176,7 +176,7 @@ class TinyTaskPool:
         report = EvaluationReport()
         with torch.no_grad():
             for name, task in self.suite.tasks.items():
-                logits = task.head(model(task.x_test))
+                logits = task_logits(model, lambda backbone, x, head=task.head: head(backbone(x)), task.x_test)
                 report.tasks[name] = {
                     "accuracy": float((logits.argmax(dim=1) == task.y_test).double().mean()),
                     "loss": float(nn.functional.cross_entropy(logits, task.y_test)),

@@ -15,17 +15,17 @@ each, so the engine's working memory is bounded by the block size, not the tenso
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError, ShapeMismatchError
 from ..protocols import PRETRAINED, BaseAlgorithm, ModelPool, TensorSource, check_same_keys
-from .prefetch import Read, TensorReader, drain, take
-from .writer import CallableSink, StateDictSink
+
+if TYPE_CHECKING:  # torch is imported when a merge runs, so method plugins stay light to list
+    import torch
 
 DEFAULT_CHUNK_ELEMENTS = 4 * 2**20
 """Largest block (in elements) a chunkable method receives: 16 MiB of float32."""
@@ -44,7 +44,7 @@ class Block:
     @property
     def row_elements(self) -> int:
         """Elements per row (1 for a vector, all of it for a scalar)."""
-        return torch.Size(self.shape[1:]).numel() if self.shape else 1
+        return math.prod(self.shape[1:]) if self.shape else 1
 
     @property
     def offset(self) -> int:
@@ -65,7 +65,7 @@ class Block:
 def plan_blocks(key: str, shape: tuple[int, ...], chunk_elements: int | None) -> list[Block]:
     """Split ``key`` into row blocks of at most ``chunk_elements`` elements (None: one block)."""
     rows = shape[0] if shape else 1
-    row_elements = torch.Size(shape[1:]).numel() if shape else 1
+    row_elements = math.prod(shape[1:]) if shape else 1
     if chunk_elements is None or rows <= 1 or rows * row_elements <= chunk_elements:
         return [Block(key, 0, 0, rows, shape)]
     per = max(1, chunk_elements // max(row_elements, 1))
@@ -83,10 +83,14 @@ class EngineOptions:
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype merge arithmetic runs in for inputs of ``dtype``."""
+    import torch
+
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _torch_dtype(name: str) -> torch.dtype:
+    import torch
+
     return getattr(torch, name)
 
 
@@ -122,6 +126,8 @@ class TensorwiseAlgorithm(BaseAlgorithm):
         Draws should be made on the CPU generator (the default) so that ``--device cuda`` gives the
         same result as the CPU path.
         """
+        import torch
+
         index = self.block.index if self.block is not None and self.block.key == key else 0
         gen = torch.Generator(device=device)
         gen.manual_seed((self.seed * 1_000_003 + zlib.crc32(f"{key}#{index}".encode())) % (2**63))
@@ -139,6 +145,8 @@ class TensorwiseAlgorithm(BaseAlgorithm):
         if self.needs_pretrained and pretrained is None:
             raise ConfigError(f"method '{self.name}' needs a pretrained model, but model pool '{modelpool.name}' has none")
         sources = [modelpool.tensors(name) for name in names]
+        from .writer import StateDictSink
+
         sink = StateDictSink()
         merge_sources(self, pretrained, sources, sink=sink, model_names=names)
         return modelpool.build_model(sink.state)
@@ -149,6 +157,8 @@ def _floating(dtype_name: str) -> bool:
 
 
 def _scan_deltas(pretrained, models, keys, options: EngineOptions, chunkable: bool):
+    from .prefetch import Read, TensorReader
+
     blocks = []
     for key in keys:
         info = pretrained.info(key)
@@ -194,6 +204,11 @@ def merge_sources(
     the first model) unchanged. ``progress(key, n_bytes_read)`` is called after each block;
     ``hashers`` (one per input, θ₀ first when given) receive every input byte read in the merge pass.
     """
+    import torch
+
+    from .prefetch import Read, TensorReader, drain, take
+    from .writer import CallableSink
+
     if not models:
         raise ConfigError(f"method '{algorithm.name}' got no models to merge")
     if device != "cpu" and not (str(device).startswith("cuda") and torch.cuda.is_available()):

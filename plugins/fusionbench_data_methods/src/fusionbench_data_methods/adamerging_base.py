@@ -1,0 +1,56 @@
+"""AdaMerging's method class, shared by the task-wise and layer-wise entry points.
+
+The procedure (θ(λ) computed functionally, entropy minimisation, clamping) is described in
+:mod:`.coefficient_merger`; this module imports torch only when a run starts.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement
+from fusionbench_core.errors import ConfigError
+from fusionbench_core.protocols import require_pretrained
+
+
+class AdaMergingBase(BaseAlgorithm):
+    """Learn merge coefficients λ ∈ [0, 1] by minimising prediction entropy on unlabelled test inputs.
+
+    Subclasses set :attr:`layer_wise`. After the run, ``self.coefficients`` holds the learned λ
+    (``(tasks, 1)`` task-wise, ``(tasks, parameter tensors)`` layer-wise). Runs on CUDA when present
+    (``device=auto``); the pool's ``logits`` must then accept a backbone on that device.
+    """
+
+    layer_wise: ClassVar[bool] = False
+    requirement = Requirement.TEST_TIME
+    data = DataRequest(split="test", examples=None, labelled=False)
+    hyperparameters = (
+        Hyperparameter("steps", int, 500, "Adam steps (official 500; FusionBench runs 1000)"),
+        Hyperparameter("lr", float, 1e-3, "Adam learning rate"),
+        Hyperparameter("init_lambda", float, 0.3, "Initial λ (the task-arithmetic value)"),
+        Hyperparameter("batch_size", int, 16, "Unlabelled test inputs per task per step"),
+        Hyperparameter("examples", int, None, "Cap on test inputs per task (default: all)"),
+        Hyperparameter("device", str, "auto", "auto (CUDA when present), cpu or cuda[:N]"),
+    )
+
+    def run(self, modelpool):
+        """Learn λ, then build the pool's module at the clamped λ."""
+        from .coefficient_merger import build_merger, final_state, learn_coefficients
+        from .data_access import CostMeter, request_with, require_data_pool, resolve_device
+
+        pool = require_data_pool(modelpool, self.name)
+        require_pretrained(pool, self.name)
+        if self.steps < 0 or self.batch_size < 1:
+            raise ConfigError(f"method '{self.name}': steps must be >= 0 and batch_size >= 1")
+        if not 0.0 <= self.init_lambda <= 1.0:
+            raise ConfigError(f"hyperparameter '{self.name}.init_lambda' must lie in [0, 1], got {self.init_lambda}")
+        device = resolve_device(self.device)
+        merger, tasks = build_merger(pool, device, self.layer_wise, self.init_lambda)
+        meter = CostMeter()
+        request = request_with(self.data, examples=self.examples)
+        learn_coefficients(pool, merger, tasks, request, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
+                           meter=meter, method=self.name)
+        meter.extra.update({"steps": self.steps, "coefficients": merger.coefficients.numel()})
+        self.cost = meter.as_dict()
+        self.coefficients = merger.coefficients.detach().cpu()
+        return pool.build_model(final_state(pool, merger, self.init_lambda))

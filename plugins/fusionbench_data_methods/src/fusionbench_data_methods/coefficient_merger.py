@@ -1,0 +1,177 @@
+"""The machinery of AdaMerging (Yang et al., ICLR 2024): merge coefficients learned by test-time entropy
+minimisation.
+
+``θ(λ) = θ₀ + Σ_i λ_i ⊙ τ_i`` with one λ per task (task-wise) or one per task and parameter tensor
+(layer-wise). The merged parameters are computed functionally from the pretrained weights and the
+stacked task vectors and fed to one backbone through :func:`torch.func.functional_call`, so the only
+trainable tensor is λ and no per-task copy of the model is ever built. Each step takes one batch of
+unlabelled test inputs per task, minimises the sum over tasks of the mean prediction entropy with
+Adam, then clamps λ to [0, 1] as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from fusionbench_core import PRETRAINED, DataRequest
+from fusionbench_core.errors import ConfigError
+from fusionbench_core.progress import track
+
+from .data_access import CostMeter, batch_length, check_differentiable, move_to
+
+
+class CoefficientMerger(nn.Module):
+    """``θ(λ)`` over one backbone: λ is the module's only parameter; θ₀ and the task vectors are plain (frozen) tensors.
+
+    Calling the merger runs the backbone with the merged parameters (``functional_call``), so it can be
+    handed to a pool's ``logits`` as a backbone. :meth:`merged_parameters` gives the tensors themselves.
+    """
+
+    def __init__(self, backbone: nn.Module, task_vectors: dict[str, torch.Tensor], tasks: int, layer_wise: bool,
+                 init: float):
+        super().__init__()
+        backbone.requires_grad_(False)
+        self.__dict__["backbone"] = backbone  # not a submodule: its parameters are never trained
+        self.keys = list(task_vectors)
+        self.base = {key: param.detach() for key, param in backbone.named_parameters() if key in task_vectors}
+        self.task_vectors = task_vectors  # key -> (tasks, *shape)
+        shape = (tasks, len(self.keys)) if layer_wise else (tasks, 1)
+        dtype = next(iter(task_vectors.values())).dtype
+        self.coefficients = nn.Parameter(torch.full(shape, float(init), dtype=dtype, device=self._device()))
+        self.layer_wise = layer_wise
+        self._cached: dict[str, torch.Tensor] | None = None
+
+    def _device(self) -> torch.device:
+        return next(iter(self.task_vectors.values())).device
+
+    def merged_parameters(self) -> dict[str, torch.Tensor]:
+        """``θ₀ + Σ_i λ_i τ_i`` for every merged parameter (differentiable in λ)."""
+        merged = {}
+        for index, key in enumerate(self.keys):
+            lam = self.coefficients[:, index if self.layer_wise else 0]
+            vectors = self.task_vectors[key]
+            merged[key] = self.base[key] + torch.tensordot(lam, vectors, dims=1)
+        return merged
+
+    def freeze_step(self) -> None:
+        """Compute θ(λ) once for the coming forward passes of one optimisation step (all tasks share it)."""
+        self._cached = self.merged_parameters()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The backbone's forward with the merged parameters.
+
+        Inputs are moved to the merger's device and the output back to the inputs' device, so a pool
+        whose head stays on the CPU still works while the backbone runs on the accelerator.
+        """
+        params = self._cached if self._cached is not None else self.merged_parameters()
+        device = self._device()
+        origin = _first_device((args, kwargs))
+        out = functional_call(self.backbone, params, move_to(args, device), move_to(kwargs, device), strict=False)
+        return out if origin is None or origin == device else move_to(out, origin)
+
+    def release_step(self) -> None:
+        """Forget the parameters fixed by :meth:`freeze_step` (later calls recompute θ(λ))."""
+        self._cached = None
+
+    def clamp_(self, low: float = 0.0, high: float = 1.0) -> None:
+        """Clamp λ in place (after each optimiser step)."""
+        with torch.no_grad():
+            self.coefficients.clamp_(low, high)
+
+
+def _first_device(obj: Any) -> torch.device | None:
+    if isinstance(obj, torch.Tensor):
+        return obj.device
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    for value in values:
+        found = _first_device(value)
+        if found is not None:
+            return found
+    return None
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of ``softmax(logits)`` per row."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    return -(log_probs.exp() * log_probs).sum(dim=-1)
+
+
+def cycle_batches(modelpool: Any, task: str, request: DataRequest, batch_size: int) -> Iterator[Any]:
+    while True:
+        empty = True
+        for inputs, _ in modelpool.batches(task, request, batch_size=batch_size):
+            empty = False
+            yield inputs
+        if empty:
+            raise ConfigError(f"model pool '{modelpool.name}' gave no test inputs for task '{task}'")
+
+
+
+def build_merger(pool: Any, device: torch.device, layer_wise: bool, init: float) -> tuple[CoefficientMerger, list[str]]:
+    """The pretrained backbone on ``device`` with the stacked task vectors of its floating parameters."""
+    names = list(pool.model_names)
+    backbone = pool.load_model(PRETRAINED).to(device)
+    backbone.eval()
+    sources = [pool.tensors(name) for name in names]
+    vectors: dict[str, torch.Tensor] = {}
+    for key, param in backbone.named_parameters():
+        if not param.is_floating_point():
+            continue
+        base = param.detach()
+        vectors[key] = torch.stack([source.get(key).to(device=device, dtype=base.dtype) - base for source in sources])
+    if not vectors:
+        raise ConfigError(f"model pool '{pool.name}': the pretrained model has no floating parameters")
+    return CoefficientMerger(backbone, vectors, len(names), layer_wise, init), names
+
+
+def learn_coefficients(pool: Any, merger: CoefficientMerger, tasks: list[str], request: DataRequest, *, steps: int,
+                       lr: float, batch_size: int, meter: CostMeter, method: str) -> None:
+    """``steps`` Adam steps on the summed per-task mean entropy, λ clamped to [0, 1] after each; counts passes."""
+    streams = {task: cycle_batches(pool, task, request, batch_size) for task in tasks}
+    seen = dict.fromkeys(tasks, 0)
+    optimiser = torch.optim.Adam([merger.coefficients], lr=lr, betas=(0.9, 0.999))
+    for _ in track(range(steps), f"{method}: entropy minimisation"):
+        optimiser.zero_grad(set_to_none=True)
+        merger.freeze_step()
+        loss = None
+        for task in tasks:
+            inputs = next(streams[task])
+            logits = pool.logits(task, merger, inputs)
+            check_differentiable(logits, pool, method)
+            term = entropy(logits).mean()
+            loss = term if loss is None else loss + term
+            n = batch_length(inputs)
+            seen[task] += n
+            meter.forward_passes += n
+            meter.backward_passes += n
+        loss.backward()
+        optimiser.step()
+        merger.clamp_()
+    merger.release_step()
+    if steps:
+        sizes = {task: sum(batch_length(x) for x, _ in pool.batches(task, request, batch_size=batch_size))
+                 for task in tasks}
+        meter.examples = sum(min(count, sizes[task]) for task, count in seen.items())
+
+
+def final_state(pool: Any, merger: CoefficientMerger, init: float) -> dict[str, torch.Tensor]:
+    """θ(λ) for every parameter; floating buffers get task arithmetic at the initial λ; the rest is θ₀'s."""
+    with torch.no_grad():
+        merged = {key: value.detach().cpu() for key, value in merger.merged_parameters().items()}
+    base = pool.tensors(PRETRAINED)
+    sources = [pool.tensors(name) for name in pool.model_names]
+    state = {}
+    for key in base.keys():
+        theta0 = base.get(key)
+        if key in merged:
+            state[key] = merged[key].to(theta0.dtype)
+        elif theta0.is_floating_point():
+            state[key] = theta0 + init * sum(source.get(key).to(theta0.dtype) - theta0 for source in sources)
+        else:
+            state[key] = theta0
+    return state

@@ -1,0 +1,74 @@
+"""Fisher merging (Matena and Raffel 2022): θ = Σ λ_i F_i ⊙ θ_i / Σ λ_i F_i with diagonal Fishers."""
+
+from __future__ import annotations
+
+from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement, hookimpl
+
+
+class FisherMerging(BaseAlgorithm):
+    """Parameter-wise weighted average, each model weighted by its diagonal Fisher information.
+
+    ``F_i = mean over examples x of (∇_θ log p_θi(y|x))²``, one example per backward pass, on model
+    ``i``'s own task: with ``fisher_type=empirical`` ``y`` is the gold label, with ``true`` it is drawn
+    from the model's own predictive distribution (seeded by the run's seed and the model's name).
+    Fishers are cached on disk by model content and data. Where ``Σ λ_i F_i`` is exactly zero (a
+    parameter no example moves) the plain weighted average is used instead of dividing by zero (git-theta
+    returns 0 there). ``normalize`` divides each model's Fisher by its global L2 norm first (FusionBench's
+    option; it makes the models' overall Fisher scales equal). Parameters without a Fisher (buffers)
+    are averaged with the same λ_i. Needs no pretrained model.
+    """
+
+    name = "fisher_merging"
+    requirement = Requirement.TRAIN_STATISTICS
+    data = DataRequest(split="train", examples=256, labelled=True)
+    hyperparameters = (
+        Hyperparameter("examples", int, 256, "Training examples per task for the Fisher (one backward pass each)"),
+        Hyperparameter("fisher_type", str, "empirical", "empirical: gold labels; true: labels sampled from the model",
+                       choices=("empirical", "true")),
+        Hyperparameter("model_weights", list, None, "λ_i per model (default: equal)"),
+        Hyperparameter("normalize", bool, False, "Divide each model's Fisher by its global L2 norm"),
+        Hyperparameter("cache", bool, True, "Reuse Fishers cached on disk (keyed by model content and data)"),
+    )
+
+    def run(self, modelpool):
+        """Fisher per model (cached), then the Fisher-weighted average of every parameter."""
+        from fusionbench_core.progress import track
+        from fusionbench_core.protocols import check_same_keys
+
+        from .data_access import CostMeter, batch_length, request_with, require_data_pool
+        from .fisher_statistics import diagonal_fisher, fisher_weighted_state, merge_weights
+        from .linear_statistics import draw_batches
+        from .statistics_cache import StatisticsCache, data_fingerprint, model_fingerprint
+
+        pool = require_data_pool(modelpool, self.name)
+        names = list(pool.model_names)
+        weights = merge_weights(self.model_weights, len(names), self.name)
+        empirical = self.fisher_type == "empirical"
+        request = request_with(self.data, examples=self.examples, labelled=empirical)
+        meter = CostMeter()
+        cache = StatisticsCache("fisher", enabled=self.cache)
+        fishers = []
+        for name in track(names, f"{self.name}: Fisher information"):
+            batches = draw_batches(pool, name, request, 1)
+            meter.examples += sum(batch_length(inputs) for inputs, _ in batches)
+            data_key = data_fingerprint(batches)
+            key = None if data_key is None else cache.key(
+                statistic="diagonal-fisher", model=model_fingerprint(pool.tensors(name)), data=data_key,
+                fisher_type=self.fisher_type, seed=None if empirical else self.seed)
+            fishers.append(cache.get_or_compute(
+                key, lambda name=name, batches=batches: diagonal_fisher(
+                    pool, name, batches, empirical=empirical, seed=self.seed, meter=meter, method=self.name)))
+        sources = [pool.tensors(name) for name in names]
+        keys = check_same_keys(dict(zip(names, sources, strict=True)))
+        state = fisher_weighted_state(sources, keys, fishers, weights, normalize=self.normalize)
+        meter.extra["statistics_cache_hits"] = cache.hits
+        self.cost = meter.as_dict()
+        return pool.build_model(state)
+
+
+@hookimpl
+def register_methods(register):
+    """Register ``fisher_merging``."""
+    register("fisher_merging", "fusionbench_data_methods.fisher_merging:FisherMerging",
+             summary="Fisher merging: diagonal-Fisher-weighted average (empirical or true Fisher)",
+             requirement="train-statistics")
