@@ -10,7 +10,8 @@
 #   scripts/install-offline-data.sh --check    # report only, exit 1 if something is missing
 #   scripts/install-offline-data.sh --force    # redo every step
 #
-# Options: --skip-apt --skip-npm --skip-pip skip one kind of source.
+# Options: --skip-apt --skip-npm --skip-pip skip one kind of source. The apt step needs root;
+# without it the script says what to install, does the other steps and exits 1.
 # Environment:
 #   FUSIONBENCH_DATA_DIR  where unpacked npm / .deb payloads go
 #                         (default: $HOME/.cache/fusionbench/sources)
@@ -35,8 +36,9 @@ APT_PACKAGES=(
   "wordnet-base=1:3.0-37"
   "bible-kjv=4.38"
   "bible-kjv-text=4.38"
-  # Font families for the rendered-letters vision task (DejaVu is already in the image).
+  # Font families for the font_letters vision task.
   "fonts-dejavu-core=2.37-6"
+  "fonts-dejavu-extra=2.37-6"
   "fonts-liberation2=2.1.5-1"
   "fonts-freefont-ttf=20120503-10"
   "fonts-urw-base35=20200910-7"
@@ -224,7 +226,11 @@ else
     spec=${entry%%|*} integrity=${entry#*|} name=${spec%@*} ver=${spec##*@}
     say "npm: npm pack $spec -> $DATA_DIR/$name"
     tmp=$(mktemp -d "$DATA_DIR/.tmp-npm.XXXXXX")
-    tgz=$(cd "$tmp" && npm pack "$spec" --silent 2>/dev/null | tail -n1)
+    if ! tgz=$(cd "$tmp" && npm pack "$spec" --silent 2>/dev/null | tail -n1) || [ ! -f "$tmp/$tgz" ]; then
+      rm -rf "$tmp"
+      say "npm: 'npm pack $spec' failed (is the npm registry reachable?)"
+      exit 1
+    fi
     got="sha512-$(openssl dgst -sha512 -binary "$tmp/$tgz" | base64 -w0)"
     if [ "$got" != "$integrity" ]; then
       rm -rf "$tmp"
