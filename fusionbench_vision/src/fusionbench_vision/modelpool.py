@@ -1,0 +1,225 @@
+"""CLIP vision model pools: the pretrained vision tower and one fine-tuned expert per task.
+
+Models are loaded by hub id with ``from_pretrained`` (``CLIPVisionModel``), each id first looked up
+under ``FUSIONBENCH_MODEL_ROOT``; the options ``pretrained`` and ``models`` point a pool at local
+directories instead. :meth:`CLIPVisionModelPool.tensors` reads a local checkpoint lazily (memory
+mapped safetensors); a hub model is loaded and its state wrapped. LoRA-16 experts are PEFT adapters
+on the pretrained vision tower, merged into it when loaded.
+
+The pool is also a data model pool: :meth:`~CLIPVisionModelPool.batches` hands out preprocessed
+images of a task's train (or test) split and :meth:`~CLIPVisionModelPool.logits` scores a vision tower
+with the task's zero-shot head, for methods that need data.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from fusionbench_core.errors import ConfigError, ModelLoadError, UnknownComponentError
+from fusionbench_core.protocols import PRETRAINED, DataRequest, Hyperparameter, TensorSource
+
+from .loading import check_clip, checkpoint_keys, from_pretrained, load_into, resolve, vision_source
+from .suites import SUITES, SuiteSpec
+from .tasks import get_task
+
+
+def parse_overrides(items: list[Any], known: list[str], owner: str) -> dict[str, str]:
+    """``["task=path", ...]`` → ``{task: path}``, every task checked."""
+    out: dict[str, str] = {}
+    for item in items:
+        task, sep, path = str(item).partition("=")
+        if not sep or not path:
+            raise ConfigError(f"option 'models' of {owner} expects TASK=PATH_OR_ID entries, got '{item}'")
+        if task not in known:
+            raise UnknownComponentError("task", task, known, owner=owner)
+        out[task] = path
+    return out
+
+
+class CLIPVisionModelPool:
+    """A CLIP suite's models: ``_pretrained_`` (the vision tower of the pretrained CLIP) and one expert per task."""
+
+    suite: ClassVar[SuiteSpec]
+    options = (
+        Hyperparameter("pretrained", str, "", "Hub id or local directory of the pretrained CLIP model (default: the suite's)."),
+        Hyperparameter("models", list, [], "Overrides TASK=PATH_OR_ID for experts, e.g. mnist=/ckpt/mnist."),
+        Hyperparameter("tasks", list, [], "Use only these tasks (default: all of the suite)."),
+        Hyperparameter("device", str, "auto", "Device for logits() when the pool hands out data: auto, cpu, cuda."),
+    )
+
+    def __init__(self, name: str | None = None, pretrained: str = "", models: list | None = None,
+                 tasks: list | None = None, device: str = "auto"):
+        self.name = name or self.suite.name
+        self.pretrained_id = pretrained or self.suite.pretrained_id
+        owner = f"model pool '{self.name}'"
+        self._tasks = [str(t) for t in (tasks or [])] or self.suite.tasks
+        for task in self._tasks:
+            if task not in self.suite.tasks:
+                raise UnknownComponentError("task", task, self.suite.tasks, owner=owner)
+        overrides = parse_overrides(list(models or []), self.suite.tasks, owner)
+        self.model_ids = {task: overrides.get(task, self.suite.expert_id(task)) for task in self._tasks}
+        self.device = device
+        self._pretrained: Any = None
+        self._classifier: Any = None
+
+    # -- listing ----------------------------------------------------------------------------
+
+    @classmethod
+    def describe_suite(cls) -> dict[str, Any]:
+        """What ``fb modelpools show`` prints: tasks, and the hub ids the pool would load."""
+        return {
+            "suite": cls.suite.name,
+            "tasks": cls.suite.tasks,
+            "pretrained": cls.suite.pretrained_id,
+            "models": cls.suite.expert_ids,
+            "variant": cls.suite.variant,
+            "model_root": os.environ.get("FUSIONBENCH_MODEL_ROOT") or "(unset: hub ids go to from_pretrained)",
+        }
+
+    # -- ModelPool --------------------------------------------------------------------------
+
+    @property
+    def model_names(self) -> list[str]:
+        """The task names of the experts."""
+        return list(self._tasks)
+
+    @property
+    def has_pretrained(self) -> bool:
+        """Always true: every CLIP suite has its pretrained model."""
+        return True
+
+    def _id(self, name: str) -> str:
+        if name == PRETRAINED:
+            return self.pretrained_id
+        if name not in self.model_ids:
+            raise UnknownComponentError("model", name, [PRETRAINED, *self.model_ids], owner=f"model pool '{self.name}'")
+        return self.model_ids[name]
+
+    def _load_pretrained(self) -> torch.nn.Module:
+        if self._pretrained is None:
+            from transformers import CLIPVisionModel
+
+            path = resolve(self.pretrained_id)
+            check_clip(path, self.pretrained_id)
+            self._pretrained = from_pretrained(CLIPVisionModel, self.pretrained_id, path).eval()
+        return self._pretrained
+
+    def load_model(self, name: str) -> torch.nn.Module:
+        """The vision tower of model ``name`` (a private ``CLIPVisionModel``)."""
+        identifier = self._id(name)
+        if name == PRETRAINED:
+            return copy.deepcopy(self._load_pretrained())
+        path = resolve(identifier)
+        if self.suite.variant == "lora16" or (Path(path) / "adapter_config.json").exists():
+            return self._load_lora(identifier, path)
+        from transformers import CLIPVisionModel
+
+        check_clip(path, identifier)
+        model = from_pretrained(CLIPVisionModel, identifier, path).eval()
+        self._check_architecture(model, identifier)
+        return model
+
+    def _load_lora(self, identifier: str, path: str) -> torch.nn.Module:
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            raise ModelLoadError(f"expert '{identifier}' is a LoRA adapter: pip install peft") from exc
+        base = copy.deepcopy(self._load_pretrained())
+        if Path(path).is_dir() and not (Path(path) / "adapter_config.json").exists():
+            raise ModelLoadError(f"expert '{identifier}' at '{path}' is not a PEFT adapter (no adapter_config.json)")
+        try:
+            merged = PeftModel.from_pretrained(base, path).merge_and_unload()
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelLoadError(f"cannot apply LoRA adapter '{identifier}' from '{path}': {first}") from exc
+        return merged.eval()
+
+    def _check_architecture(self, model: torch.nn.Module, identifier: str) -> None:
+        expected = self._load_pretrained().config
+        got = model.config
+        for field in ("hidden_size", "num_hidden_layers", "patch_size", "image_size"):
+            if getattr(got, field, None) != getattr(expected, field, None):
+                raise ModelLoadError(
+                    f"expert '{identifier}' has {field}={getattr(got, field, None)} but the pretrained "
+                    f"'{self.pretrained_id}' has {getattr(expected, field, None)}: it was not fine-tuned from it"
+                )
+
+    def tensors(self, name: str) -> TensorSource:
+        """Lazy access to a vision tower's tensors, under checkpoint names (``vision_model.*``)."""
+        identifier = self._id(name)
+        path = resolve(identifier)
+        if name == PRETRAINED:
+            check_clip(path, identifier)
+            return vision_source(identifier, path, self._load_pretrained)
+        if self.suite.variant == "lora16" or (Path(path) / "adapter_config.json").exists():
+            from fusionbench_core.engine.sources import StateDictSource
+
+            return StateDictSource(checkpoint_keys(self.load_model(name).state_dict()))
+        check_clip(path, identifier)
+        return vision_source(identifier, path, lambda: self.load_model(name))
+
+    def build_model(self, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+        """A ``CLIPVisionModel`` of the pretrained architecture carrying ``state``."""
+        return load_into(copy.deepcopy(self._load_pretrained()), state).eval()
+
+    def save_model(self, model: torch.nn.Module, path: Path) -> None:
+        """Save a vision tower in HF format (``config.json`` + safetensors), via a temporary directory."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save_pretrained(str(tmp))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+
+    # -- DataModelPool ----------------------------------------------------------------------
+
+    def _zero_shot(self) -> Any:
+        if self._classifier is None:
+            from .zeroshot import ZeroShotClassifier
+
+            self._classifier = ZeroShotClassifier(self.pretrained_id, device=self.device)
+        return self._classifier
+
+    def batches(self, task: str, request: DataRequest, *, batch_size: int = 32) -> Iterator[tuple[Any, Any]]:
+        """Normalised pixel batches (float32, CPU) of ``task``'s ``request.split`` with labels (or None)."""
+        from .data import cached_images
+
+        if task not in self._tasks:
+            raise UnknownComponentError("task", task, self._tasks, owner=f"model pool '{self.name}'")
+        spec = get_task(task)
+        split = spec.train_split if request.split in ("train", "validation") else spec.split
+        classifier = self._zero_shot()
+        images, labels = cached_images(spec, split, classifier.processing, examples=request.examples or 0).load()
+        mean = torch.tensor(classifier.processing.mean).view(1, 3, 1, 1)
+        std = torch.tensor(classifier.processing.std).view(1, 3, 1, 1)
+        for start in range(0, len(labels), batch_size):
+            pixels = torch.from_numpy(images[start : start + batch_size].copy()).float().div_(255.0).sub_(mean).div_(std)
+            yield pixels, (torch.from_numpy(labels[start : start + batch_size]) if request.labelled else None)
+
+    def logits(self, task: str, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """Zero-shot logits of vision tower ``model`` on normalised ``inputs`` with ``task``'s head (float32)."""
+        classifier = self._zero_shot()
+        device = next(model.parameters()).device
+        head = classifier.head(get_task(task)).to(device)
+        pooled = model(pixel_values=inputs.to(device)).pooler_output
+        embeds = torch.nn.functional.normalize(pooled.float() @ classifier.projection().to(device).T, dim=-1)
+        return embeds @ head.T
+
+
+def _make(suite: SuiteSpec) -> type:
+    doc = (f"{suite.summary}.\n\nPretrained: {suite.pretrained_id}; experts: tanganke/…_<task>"
+           f"{'_lora-16' if suite.variant == 'lora16' else ''}; tasks: {', '.join(suite.tasks)}.")
+    return type(f"{suite.class_stem}ModelPool", (CLIPVisionModelPool,), {"suite": suite, "__doc__": doc,
+                                                                         "__module__": __name__})
+
+
+for _suite in SUITES.values():
+    globals()[f"{_suite.class_stem}ModelPool"] = _make(_suite)

@@ -1,0 +1,180 @@
+"""CLIP zero-shot task pools: each task's test set scored with the pretrained text encoder's head.
+
+Only the vision tower changes between evaluated models; heads, ``visual_projection`` and the
+preprocessing are the pretrained model's (see :mod:`fusionbench_vision.zeroshot`). Images are
+preprocessed once per task and cached (:mod:`fusionbench_vision.data`); evaluation runs batched under
+``torch.inference_mode`` with float16 autocast on a GPU and background workers reading the cache.
+The robustness pools score the clean test sets and each of the seven corruptions of
+:mod:`fusionbench_vision.corruptions`, reported as ``<task>`` and ``<task>/<corruption>``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import torch
+from fusionbench_core.errors import ConfigError, UnknownComponentError
+from fusionbench_core.protocols import EvaluationReport, Hyperparameter
+
+from .suites import CORRUPTIONS, SUITES, SuiteSpec
+from .tasks import get_task
+
+_COMMON = (
+    Hyperparameter("examples", int, 0, "Evaluate at most this many test examples per task, drawn with `seed` (0: all)."),
+    Hyperparameter("batch_size", int, 128, "Images per forward pass."),
+    Hyperparameter("num_workers", int, -1, "Data loader workers for preprocessing and reading (-1: auto)."),
+    Hyperparameter("device", str, "auto", "auto (CUDA when available), cpu, cuda or cuda:N."),
+    Hyperparameter("precision", str, "auto", "Autocast dtype of the vision tower: auto (fp16 on GPU), fp32, fp16, bf16.",
+                   choices=("auto", "fp32", "fp16", "bf16")),
+    Hyperparameter("device_cache_gb", float, 8.0,
+                   "On a GPU, keep up to this many GB of each task's preprocessed uint8 images on the device "
+                   "between evaluations (a sweep then reads them once); 0 streams from the disk cache every time."),
+    Hyperparameter("seed", int, 0, "Seed for the example subset and the corruptions."),
+    Hyperparameter("pretrained", str, "", "Hub id or local directory of the pretrained CLIP (default: the suite's)."),
+    Hyperparameter("tasks", list, [], "Evaluate only these tasks (default: all of the suite)."),
+)
+_ROBUSTNESS = (
+    Hyperparameter("corruption", str, "all", "clean, one corruption, or all (clean plus the seven).",
+                   choices=("all", "clean", *CORRUPTIONS)),
+    Hyperparameter("severity", int, 3, "Corruption severity, 1 (mild) to 5 (strongest).", choices=(1, 2, 3, 4, 5)),
+)
+
+
+def auto_workers(requested: int) -> int:
+    """``-1`` → up to 8 workers, one of the cores this process may use left for the main process."""
+    if requested >= 0:
+        return requested
+    return max(0, min(8, usable_cores() - 1))
+
+
+def usable_cores() -> int:
+    """Cores this process may use: CPU affinity, lowered by a cgroup v2 CPU quota when one is set."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+class CLIPZeroShotTaskPool:
+    """Zero-shot CLIP classification on each task of a suite: accuracy and cross-entropy per task."""
+
+    suite: ClassVar[SuiteSpec]
+    options = _COMMON
+
+    def __init__(self, name: str | None = None, examples: int = 0, batch_size: int = 128, num_workers: int = -1,
+                 device: str = "auto", precision: str = "auto", device_cache_gb: float = 8.0, seed: int = 0,
+                 pretrained: str = "",
+                 tasks: list | None = None, corruption: str = "clean", severity: int = 3):
+        self.name = name or self.suite.name
+        owner = f"task pool '{self.name}'"
+        self._tasks = [str(t) for t in (tasks or [])] or self.suite.tasks
+        for task in self._tasks:
+            if task not in self.suite.tasks:
+                raise UnknownComponentError("task", task, self.suite.tasks, owner=owner)
+        if batch_size < 1:
+            raise ConfigError(f"option 'batch_size' of {owner} must be at least 1, got {batch_size}")
+        self.examples, self.batch_size, self.seed = examples, batch_size, seed
+        self.num_workers = auto_workers(num_workers)
+        self.device, self.precision = device, precision
+        self.pretrained_id = pretrained or self.suite.pretrained_id
+        self.corruptions = ([None, *CORRUPTIONS] if corruption == "all" else
+                            [None if corruption == "clean" else corruption])
+        self.severity = severity
+        self.device_cache_bytes = int(device_cache_gb * 1e9)
+        self._resident: dict[tuple[str, str | None], Any] = {}
+        self._classifier: Any = None
+
+    @classmethod
+    def describe_suite(cls) -> dict[str, Any]:
+        """What ``fb taskpools show`` prints: tasks with dataset id, split and class count."""
+        out: dict[str, Any] = {"suite": cls.suite.name, "pretrained": cls.suite.pretrained_id, "tasks": cls.suite.tasks}
+        out["datasets"] = {
+            task: f"{spec.dataset}{'/' + spec.config if spec.config else ''} [{spec.split}], "
+            f"{len(spec.classnames)} classes, {len(spec.templates)} templates"
+            for task in cls.suite.tasks
+            for spec in [get_task(task)]
+        }
+        if cls.suite.robustness:
+            out["corruptions"] = CORRUPTIONS
+        return out
+
+    @property
+    def task_names(self) -> list[str]:
+        """Report rows: the tasks, and for robustness pools ``task/corruption`` too."""
+        return [task if c is None else f"{task}/{c}" for c in self.corruptions for task in self._tasks]
+
+    @property
+    def classifier(self) -> Any:
+        """The shared :class:`~fusionbench_vision.zeroshot.ZeroShotClassifier` (built on first use)."""
+        if self._classifier is None:
+            from .zeroshot import ZeroShotClassifier
+
+            self._classifier = ZeroShotClassifier(self.pretrained_id, device=self.device, precision=self.precision)
+        return self._classifier
+
+    def images(self, task: str, corruption: str | None = None) -> Any:
+        """The cached test images of ``task`` (preprocessed, optionally corrupted)."""
+        from .data import cached_images
+
+        spec = get_task(task)
+        return cached_images(spec, spec.split, self.classifier.processing, examples=self.examples, seed=self.seed,
+                             num_workers=self.num_workers, corruption=corruption, severity=self.severity)
+
+    def evaluate(self, model: Any) -> EvaluationReport:
+        """Accuracy and loss of vision tower ``model`` (or a full CLIP model's) on every task."""
+        vision = getattr(model, "vision_model", model)
+        classifier = self.classifier
+        previous = next(vision.parameters()).device
+        was_training = vision.training
+        vision.to(classifier.device).eval()
+        report = EvaluationReport()
+        try:
+            for corruption in self.corruptions:
+                for task in self._tasks:
+                    row = task if corruption is None else f"{task}/{corruption}"
+                    images = self.images(task, corruption)
+                    report.tasks[row] = classifier.evaluate(
+                        vision, get_task(task), images, batch_size=self.batch_size, num_workers=self.num_workers,
+                        resident=self._device_copy(task, corruption, images),
+                    )
+        finally:
+            vision.to(previous).train(was_training)
+        return report
+
+    def _device_copy(self, task: str, corruption: str | None, images: Any) -> Any:
+        """The task's images resident on the GPU while they fit ``device_cache_gb`` (None on CPU or when full)."""
+        key = (task, corruption)
+        if key in self._resident:
+            return self._resident[key]
+        classifier = self.classifier
+        if classifier.device.type != "cuda":
+            return None
+        used = sum(pair[0].numel() for pair in self._resident.values())
+        if used + images.images_path.stat().st_size > self.device_cache_bytes:
+            return None
+        self._resident[key] = classifier.upload(images)
+        return self._resident[key]
+
+
+class CLIPRobustnessTaskPool(CLIPZeroShotTaskPool):
+    """Zero-shot CLIP classification on clean and corrupted test sets (seeded, deterministic corruptions)."""
+
+    options = _COMMON + _ROBUSTNESS
+
+    def __init__(self, name: str | None = None, corruption: str = "all", severity: int = 3, **options: Any):
+        super().__init__(name, corruption=corruption, severity=severity, **options)
+
+
+def _make(suite: SuiteSpec) -> type:
+    base = CLIPRobustnessTaskPool if suite.robustness else CLIPZeroShotTaskPool
+    doc = f"{suite.summary}: zero-shot heads from {suite.pretrained_id}, tasks {', '.join(suite.tasks)}."
+    return type(f"{suite.class_stem}TaskPool", (base,), {"suite": suite, "__doc__": doc, "__module__": __name__})
+
+
+for _suite in SUITES.values():
+    globals()[f"{_suite.class_stem}TaskPool"] = _make(_suite)
