@@ -1,0 +1,275 @@
+"""Flan-T5 on GLUE, text to text: full fine-tunes and LoRA-16 adapters, scored by generated label words.
+
+Model pools (``_pretrained_`` plus one expert per task, eight tasks):
+
+- ``flan-t5-base-glue``: ``google/flan-t5-base`` and the full fine-tunes ``tanganke/flan-t5-base_glue-<task>``.
+- ``flan-t5-base-glue-lora16`` / ``flan-t5-large-glue-lora16``: ``google/flan-t5-{base,large}`` and the
+  PEFT LoRA (r=16) adapters ``tanganke/flan-t5-{base,large}_glue-<task>_lora-16``. For merging, an
+  expert's tensors come from :class:`fusionbench_core.engine.lora.LoraSource`: base + scale·B·A,
+  computed tensor by tensor as the engine asks, never a materialised merged copy. ``load_model``
+  (used to evaluate one expert on its own) loads the adapter through peft and ``merge_and_unload``
+  as upstream does.
+
+Task pools of the same names: each GLUE row becomes the upstream prompt (:mod:`.prompts`), the model
+generates with ``max_length=10``, and the decoded text is compared with the target word by exact
+match (accuracy); STS-B parses both as floats and reports Spearman's ρ. Every task also reports
+``glue_score`` (its accuracy, or ρ for STS-B) so that ``average.glue_score`` is the suite average
+that the published tables give (there in percent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from fusionbench_core.engine.sources import open_source
+from fusionbench_core.errors import ConfigError, ModelLoadError
+from fusionbench_core.hub import resolve_model
+from fusionbench_core.progress import track
+from fusionbench_core.protocols import PRETRAINED, EvaluationReport, Hyperparameter, TensorSource
+
+from .checkpoints import Architecture, CanonicalSource, save_pretrained_atomic
+from .glue import GLUE_TASKS
+from .gpt2_glue import _load_config, pad_batch, select_tasks
+from .metrics import exact_match_accuracy, parse_score, spearman_rho
+from .runtime import inference, load_tokenizer, pick_device, quiet_transformers
+from .suites import SUITES, SuiteSpec
+from .tokenized import load_encoded
+
+GENERATION_MAX_LENGTH = 10
+"""Upstream's ``generate(..., max_length=10)``: label words and one-decimal scores fit in it."""
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model",
+                   "generation_config.json")
+
+
+class FlanT5Checkpoints:
+    """Paths and the T5 architecture of one Flan-T5 suite."""
+
+    def __init__(self, suite: SuiteSpec):
+        self.suite = suite
+
+    def path(self, name: str) -> str:
+        """Local directory (or hub id) of ``name``'s checkpoint or adapter."""
+        return resolve_model(self.suite.pretrained if name == PRETRAINED else self.suite.expert_id(name))
+
+    @cached_property
+    def architecture(self) -> Architecture:
+        """``T5ForConditionalGeneration`` with the pretrained model's config, tied as its checkpoint is.
+
+        Flan-T5 checkpoints hold an ``lm_head.weight`` of their own; transformers then keeps it apart
+        from ``shared.weight``, and so do we (it is merged as a tensor of its own).
+        """
+        quiet_transformers()
+        from transformers import AutoConfig, T5ForConditionalGeneration
+
+        path = self.path(PRETRAINED)
+        architecture = Architecture(T5ForConditionalGeneration, _load_config(AutoConfig, path))
+        architecture.untie_as_in(open_source(path))
+        return architecture
+
+    @cached_property
+    def generation_config(self) -> Any:
+        """The pretrained model's generation config (or one derived from its model config)."""
+        from transformers import GenerationConfig
+
+        try:
+            return GenerationConfig.from_pretrained(self.path(PRETRAINED))
+        except (OSError, ValueError):
+            return GenerationConfig.from_model_config(self.architecture.config)
+
+    def build(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        """A ``T5ForConditionalGeneration`` carrying ``state`` and the pretrained generation config."""
+        model = self.architecture.build(state)
+        model.generation_config = self.generation_config
+        return model
+
+
+class FlanT5GlueModelPool:
+    """Flan-T5 and its eight GLUE experts (full fine-tunes, or LoRA adapters merged per tensor)."""
+
+    suite: ClassVar[SuiteSpec] = SUITES["flan-t5-base-glue"]
+    options = (Hyperparameter("tasks", list, None, "Experts in the pool (default: all eight GLUE tasks)."),)
+
+    def __init__(self, name: str | None = None, tasks: list[str] | None = None):
+        self.name = name or self.suite.name
+        self.tasks = select_tasks(self.suite, tasks, f"model pool '{self.name}'")
+        self.checkpoints = FlanT5Checkpoints(self.suite)
+
+    @classmethod
+    def describe_suite(cls) -> dict[str, Any]:
+        """Hub ids, datasets and metric of the suite (for ``fb modelpools show``)."""
+        return cls.suite.describe()
+
+    @property
+    def model_names(self) -> list[str]:
+        """The task names of the experts."""
+        return list(self.tasks)
+
+    @property
+    def has_pretrained(self) -> bool:
+        """Always true."""
+        return True
+
+    @cached_property
+    def _pretrained_source(self) -> CanonicalSource:
+        path = self.checkpoints.path(PRETRAINED)
+        return CanonicalSource(open_source(path), self.checkpoints.architecture, where=path)
+
+    def tensors(self, name: str) -> TensorSource:
+        """``name``'s tensors; a LoRA expert yields base + scale·B·A tensor by tensor."""
+        if name == PRETRAINED:
+            return self._pretrained_source
+        if name not in self.tasks:
+            raise ConfigError(f"model pool '{self.name}' has no model '{name}' (it has {', '.join(self.tasks)})")
+        path = self.checkpoints.path(name)
+        if self.suite.lora:
+            from fusionbench_core.engine.lora import LoraSource
+
+            if not Path(path, "adapter_config.json").exists():
+                raise ModelLoadError(f"'{path}': no adapter_config.json (expected a PEFT LoRA adapter)")
+            return LoraSource(self._pretrained_source, path)
+        return CanonicalSource(open_source(path), self.checkpoints.architecture, where=path)
+
+    def load_model(self, name: str) -> nn.Module:
+        """``name`` as a ``T5ForConditionalGeneration``; a LoRA expert goes through peft's ``merge_and_unload``."""
+        if name == PRETRAINED or not self.suite.lora:
+            source = self.tensors(name)
+            return self.build_model({key: source.get(key) for key in source.keys()})
+        if name not in self.tasks:
+            raise ConfigError(f"model pool '{self.name}' has no model '{name}' (it has {', '.join(self.tasks)})")
+        from peft import PeftModel
+
+        base = self.load_model(PRETRAINED)
+        path = self.checkpoints.path(name)
+        try:
+            merged = PeftModel.from_pretrained(base, path).merge_and_unload()
+        except Exception as exc:  # noqa: BLE001 - any loader failure becomes one line
+            raise ModelLoadError(f"LoRA adapter '{path}' could not be loaded ({type(exc).__name__}: {exc})") from exc
+        return merged.eval()
+
+    def build_model(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        """A ``T5ForConditionalGeneration`` carrying ``state``."""
+        return self.checkpoints.build(state)
+
+    def save_model(self, model: nn.Module, path: Path) -> None:
+        """Save with ``save_pretrained`` (plus tokenizer and generation files) into ``path``."""
+        save_pretrained_atomic(model, Path(path), [Path(self.checkpoints.path(PRETRAINED))], TOKENIZER_FILES)
+
+
+class FlanT5BaseGlueLora16ModelPool(FlanT5GlueModelPool):
+    """``google/flan-t5-base`` with the eight GLUE LoRA-16 adapters, merged per tensor."""
+
+    suite = SUITES["flan-t5-base-glue-lora16"]
+
+
+class FlanT5LargeGlueLora16ModelPool(FlanT5GlueModelPool):
+    """``google/flan-t5-large`` with the eight GLUE LoRA-16 adapters, merged per tensor."""
+
+    suite = SUITES["flan-t5-large-glue-lora16"]
+
+
+class FlanT5GlueTaskPool:
+    """Exact-match accuracy of generated GLUE label words (Spearman's ρ for STS-B), per task."""
+
+    suite: ClassVar[SuiteSpec] = SUITES["flan-t5-base-glue"]
+    options = (
+        Hyperparameter("tasks", list, None, "Tasks to evaluate (default: all eight)."),
+        Hyperparameter("max_examples", int, None, "Evaluate only the first N validation examples per task."),
+        Hyperparameter("batch_size", int, 32, "Examples per generate() call."),
+        Hyperparameter("device", str, "auto", "torch device; 'auto' is CUDA (with bfloat16 autocast) when present."),
+        Hyperparameter("upstream_padding", bool, False,
+                       "Pad every input to the tokenizer's max length and pass no attention mask, as upstream "
+                       "FusionBench did (slower; pads are then attended to). Default: per-batch padding, masked."),
+    )
+
+    def __init__(self, name: str | None = None, tasks: list[str] | None = None, max_examples: int | None = None,
+                 batch_size: int = 32, device: str = "auto", upstream_padding: bool = False):
+        self.name = name or self.suite.name
+        if batch_size < 1:
+            raise ConfigError(f"task pool '{self.name}': option 'batch_size' must be at least 1, got {batch_size}")
+        self.tasks = select_tasks(self.suite, tasks, f"task pool '{self.name}'")
+        self.max_examples = max_examples
+        self.batch_size = batch_size
+        self.device = pick_device(device)
+        self.upstream_padding = upstream_padding
+        self.checkpoints = FlanT5Checkpoints(self.suite)
+
+    @classmethod
+    def describe_suite(cls) -> dict[str, Any]:
+        """Hub ids, datasets, prompts and metric of the suite (for ``fb taskpools show``)."""
+        return cls.suite.describe()
+
+    @property
+    def task_names(self) -> list[str]:
+        """The tasks, in report order."""
+        return list(self.tasks)
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """The pretrained model's tokenizer (all Flan-T5 sizes share it)."""
+        return load_tokenizer(self.checkpoints.path(PRETRAINED))
+
+    @property
+    def max_length(self) -> int:
+        """Input tokens kept per prompt."""
+        return int(min(self.tokenizer.model_max_length, 1 << 20))
+
+    def generate(self, model: nn.Module, input_ids: list[list[int]]) -> list[str]:
+        """Generated texts for tokenised prompts, batch by batch, in order."""
+        tokenizer = self.tokenizer
+        config = getattr(model, "config", None)
+        start_id = getattr(config, "decoder_start_token_id", None)
+        if start_id is None:
+            start_id = tokenizer.pad_token_id
+        texts: list[str] = []
+        total = -(-len(input_ids) // self.batch_size)
+        starts = range(0, len(input_ids), self.batch_size)
+        with inference(self.device):
+            for start in track(starts, "flan-t5 generate", total=total):
+                rows = input_ids[start:start + self.batch_size]
+                length = self.max_length if self.upstream_padding else None
+                ids, mask = pad_batch(rows, tokenizer.pad_token_id, length)
+                kwargs = {} if self.upstream_padding else {"attention_mask": mask.to(self.device)}
+                out = model.generate(ids.to(self.device), max_length=GENERATION_MAX_LENGTH, do_sample=False,
+                                     num_beams=1, decoder_start_token_id=start_id,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                     **kwargs)
+                texts.extend(tokenizer.batch_decode(out.cpu(), skip_special_tokens=True))
+        return texts
+
+    def evaluate(self, model: nn.Module) -> EvaluationReport:
+        """Per task: ``accuracy`` (exact match) or ``spearman_rho`` (STS-B), and ``glue_score``."""
+        if not callable(getattr(model, "generate", None)):
+            raise ConfigError(f"task pool '{self.name}' scores generated text, but the fused model "
+                              f"({type(model).__name__}) has no generate(); class-logit ensembles do not apply")
+        model = model.to(self.device).eval()
+        report = EvaluationReport()
+        for task in self.tasks:
+            encoded = load_encoded("prompts", task, GLUE_TASKS[task].eval_split, self.tokenizer,
+                                   self.max_length).head(self.max_examples)
+            predictions = self.generate(model, encoded.input_ids)
+            if GLUE_TASKS[task].label_names:
+                value = exact_match_accuracy(predictions, encoded.targets)
+                report.tasks[task] = {"accuracy": value, "glue_score": value}
+            else:
+                rho = spearman_rho([parse_score(p) for p in predictions], [parse_score(t) for t in encoded.targets])
+                report.tasks[task] = {"spearman_rho": rho, "glue_score": rho}
+        return report
+
+
+class FlanT5BaseGlueLora16TaskPool(FlanT5GlueTaskPool):
+    """The GLUE text-to-text task pool with flan-t5-base's tokenizer (for the LoRA-16 suite)."""
+
+    suite = SUITES["flan-t5-base-glue-lora16"]
+
+
+class FlanT5LargeGlueLora16TaskPool(FlanT5GlueTaskPool):
+    """The GLUE text-to-text task pool with flan-t5-large's tokenizer (for the LoRA-16 suite)."""
+
+    suite = SUITES["flan-t5-large-glue-lora16"]

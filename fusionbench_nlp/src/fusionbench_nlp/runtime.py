@@ -1,0 +1,65 @@
+"""Where evaluation runs: device choice, autocast on GPU, quiet transformers, tokenizer loading."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+from fusionbench_core.errors import ConfigError, ModelLoadError
+
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; anything else is a torch device string."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"option 'device': '{name}' is not a torch device") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"option 'device': '{name}' asked for, but CUDA is not available")
+    return device
+
+
+@contextlib.contextmanager
+def inference(device: torch.device) -> Iterator[None]:
+    """No gradients; bfloat16 autocast on CUDA (T5 overflows in float16, so never float16)."""
+    with torch.inference_mode():
+        if device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' and datasets' reports and progress bars (our own progress goes to stderr)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def load_tokenizer(path: str, *, pad_with_eos: bool = False):
+    """``AutoTokenizer.from_pretrained(path)``, right padding; GPT-2 style tokenizers pad with EOS."""
+    quiet_transformers()
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - any loader failure becomes one line
+        raise ModelLoadError(f"tokenizer '{path}' could not be loaded ({type(exc).__name__}: {exc})") from exc
+    if tokenizer.pad_token is None:
+        if not pad_with_eos or tokenizer.eos_token is None:
+            raise ModelLoadError(f"tokenizer '{path}' has no pad token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
