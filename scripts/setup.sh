@@ -29,7 +29,7 @@ for dir in plugins/*/ fusionbench_vision/ fusionbench_nlp/ examples/*/; do
   [ -f "$dir/pyproject.toml" ] && packages+=(-e "./${dir%/}")
 done
 
-echo "==> installing ${#packages[@]} editable packages (torch==2.13.0, CPU)"
+echo "==> installing $(( ${#packages[@]} / 2 )) editable packages (torch==2.13.0, CPU)"
 # torch is pinned in the same command, or pip would resolve a multi-GB CUDA build.
 python -m pip install -q --disable-pip-version-check torch==2.13.0 "${packages[@]}" 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" || true

@@ -25,8 +25,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def stdout_console() -> Console:
-    """A console for data on stdout (no colour when piped)."""
-    return Console(file=sys.stdout, soft_wrap=False, width=int(os.environ.get("COLUMNS", "0")) or None)
+    """A console for data on stdout (no colour when piped; wide when piped, so tables are not cut)."""
+    width = int(os.environ.get("COLUMNS", "0")) or (None if sys.stdout.isatty() else 160)
+    return Console(file=sys.stdout, soft_wrap=False, width=width)
 
 
 def stderr_console() -> Console:
