@@ -80,7 +80,7 @@ def test_build_freezes_heads_and_trains_encoders(tiny):
     from safetensors.torch import load_file
 
     base = load_file(str(root / "pretrained" / mm.MODEL_FILE))
-    assert all(key.startswith("vision_model.") for key in base)
+    assert "encoder.layers.0.self_attn.q_proj.weight" in base and not any(k.endswith("position_ids") for k in base)
     assert type(pretrained).__name__ == "CLIPVisionModel"
     for task in TASKS:
         expert_dir = mb.expert_dir(profile, 0, task)
@@ -173,8 +173,10 @@ def test_pools_follow_the_protocols(tiny):
 
     with pytest.raises(FusionBenchError, match="letters"):
         pool.load_model("letters")
-    with pytest.raises(FusionBenchError, match="tensor 'vision_model.post_layernorm.bias'"):
-        pool.build_model({k: v for k, v in state.items() if k != "vision_model.post_layernorm.bias"})
+    with pytest.raises(FusionBenchError, match="tensor 'post_layernorm.bias'"):
+        pool.build_model({k: v for k, v in state.items() if k != "post_layernorm.bias"})
+    prefixed = pool.build_model({"vision_model." + k: v for k, v in state.items()})  # hub CLIP naming
+    assert all(torch.equal(a, b) for a, b in zip(prefixed.state_dict().values(), rebuilt.state_dict().values()))
 
 
 def test_save_model_roundtrip(tiny, tmp_path):
@@ -274,8 +276,28 @@ def test_quick_variant_on_real_data_experts_beat_pretrained(monkeypatch, tmp_pat
         monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
     torch.set_num_threads(1)
     pool = MiniVisionModelPool(quick=True)
-    tasks = MiniVisionTaskPool(max_examples=300)
-    base = tasks.evaluate(pool.load_model(PRETRAINED)).tasks
+    base = pool.load_model(PRETRAINED)
     for task in pool.model_names:
-        own = tasks.evaluate(pool.load_model(task)).tasks[task]["accuracy"]
-        assert own > base[task]["accuracy"], f"{task}: expert {own:.3f} <= pretrained {base[task]['accuracy']:.3f}"
+        test = mb.task_arrays(task, "test", 400)
+        before = mb.evaluate(base, pool.head(task), test)["accuracy"]
+        after = mb.evaluate(pool.load_model(task), pool.head(task), test)["accuracy"]
+        assert after > before, f"{task}: expert {after:.3f} <= pretrained {before:.3f}"
+
+
+@pytest.mark.realdata
+def test_fb_run_quick_suite_under_unshare(tmp_path):
+    """The real ``fb run -p mini-vision -s modelpool.quick=true`` with no network, once CI has built the quick suite."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
+        pytest.skip("unshare -n is not permitted here")
+    if not mb.is_built(mb.PROFILES["quick"], 0):
+        pytest.skip("the quick suite is not built: run `fb suites build mini-vision --quick` first")
+    fb = Path(sys.executable).with_name("fb")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FUSIONBENCH_PROGRESS": "0"}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("HF_DATASETS_OFFLINE", None)
+    proc = subprocess.run(["unshare", "-n", str(fb), "run", "-p", "mini-vision", "-s", "modelpool.quick=true",
+                           "--json", "-o", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert set(report["tasks"]) == set(mb.EXPERT_TASKS)
+    assert all(0.0 < m["accuracy"] <= 1.0 for m in report["tasks"].values())

@@ -23,6 +23,7 @@ The fingerprint hashes the variant's settings, so changing a setting never reuse
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -82,7 +83,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "full": Profile("full"),
-    "quick": Profile("quick", pretrain_examples=12_000, train_examples=600, epochs=4, eval_examples=300),
+    "quick": Profile("quick", pretrain_examples=12_000, train_examples=1_000, eval_examples=300),
 }
 """The two variants: ``full`` (``fb suites build mini-vision``) and ``quick`` (``--quick``, for CI)."""
 
@@ -219,19 +220,27 @@ def fit_head(feats: torch.Tensor, labels: np.ndarray, classes: int, *, l2: float
     return head.eval()
 
 
-@torch.inference_mode()
 def evaluate(encoder: nn.Module, head: nn.Module, arrays: TaskArrays, batch: int = 256) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of ``head(encoder(x))`` over a split, batched."""
+    """Accuracy and mean cross-entropy of ``head(encoder(x))`` over a split, batched.
+
+    Scores through :func:`fusionbench_core.protocols.task_logits`, so an ensemble that combines its
+    members after the head (a predictor) is scored by its own rule.
+    """
+    from fusionbench_core.protocols import task_logits
+
     dev = next(encoder.parameters()).device
-    head = head.to(dev)
+    # A copy: moving the caller's head inside inference mode would turn its weights into inference
+    # tensors, which a later training step (AdaMerging through the pool's logits) cannot use.
+    head = copy.deepcopy(head).to(dev)
     encoder.eval()
     correct, loss_sum, n = 0, 0.0, len(arrays.labels)
-    for i in range(0, n, batch):
-        x = mm.pixel_values(torch.from_numpy(arrays.images[i : i + batch]).to(dev))
-        y = torch.from_numpy(arrays.labels[i : i + batch]).to(dev)
-        logits = head(mm.features(encoder, x)).float()
-        correct += int((logits.argmax(dim=1) == y).sum())
-        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+    with torch.inference_mode():
+        for i in range(0, n, batch):
+            x = mm.pixel_values(torch.from_numpy(arrays.images[i : i + batch]).to(dev))
+            y = torch.from_numpy(arrays.labels[i : i + batch]).to(dev)
+            logits = task_logits(encoder, lambda member, inputs: head(mm.features(member, inputs)), x).float()
+            correct += int((logits.argmax(dim=1) == y).sum())
+            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
     return {"accuracy": correct / max(1, n), "loss": loss_sum / max(1, n)}
 
 
@@ -303,8 +312,6 @@ def _build_pretrained(profile: Profile, dev: torch.device) -> dict[str, Any]:
 
 def _build_expert(profile: Profile, seed: int, task: str, pretrained: nn.Module, head: nn.Linear,
                   dev: torch.device, label: str) -> dict[str, Any]:
-    import copy
-
     encoder = copy.deepcopy(pretrained).to(dev)
     head = copy.deepcopy(head).to(dev)
     head.requires_grad_(False)

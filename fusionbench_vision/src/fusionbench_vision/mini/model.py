@@ -1,7 +1,9 @@
 """The mini-vision network: a small encoder with the Hugging Face ``CLIPVisionModel`` architecture.
 
-Checkpoints use the key layout of CLIP checkpoints on the hub (``vision_model.encoder.layers.0...``),
-so a merge method sees exactly the tensor names it sees in the CLIP suites. Each task's classifier
+Checkpoints use the key layout ``CLIPVisionModel.save_pretrained`` writes with transformers 5
+(``encoder.layers.0.self_attn.q_proj.weight``...), which is also the model's in-memory naming, so
+methods that pair tensors with modules (RegMean, AdaMerging) find every layer; loading also accepts
+the ``vision_model.``-prefixed names of full CLIP checkpoints on the hub. Each task's classifier
 is a linear head on the encoder's pooled output (``post_layernorm`` of the class token), kept in a
 separate ``head.safetensors``: the backbone is what gets merged, the head stays with its task.
 """
@@ -67,18 +69,13 @@ def features(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def checkpoint_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The encoder's tensors under checkpoint names (``vision_model.*``), contiguous, on CPU."""
-    out = {}
-    for key, tensor in model.state_dict().items():
-        if key.endswith("position_ids"):
-            continue
-        name = key if key.startswith(PREFIX) else PREFIX + key
-        out[name] = tensor.detach().to("cpu").contiguous().clone()
-    return out
+    """The encoder's floating-point tensors under its own names, contiguous, on CPU."""
+    return {key: tensor.detach().to("cpu").contiguous().clone() for key, tensor in model.state_dict().items()
+            if tensor.is_floating_point()}
 
 
 def load_checkpoint_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Load checkpoint-named tensors into an encoder, whatever its in-memory naming; strict."""
+    """Load tensors into an encoder, with or without the ``vision_model.`` prefix; strict."""
     from fusionbench_core.errors import ShapeMismatchError
 
     own = model.state_dict()
@@ -95,10 +92,9 @@ def load_checkpoint_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -
                 break
         else:
             raise ShapeMismatchError(f"tensor '{key}' is not part of the mini-vision encoder")
-    missing = [k for k in own if k not in mapped and not k.endswith("position_ids")]
+    missing = [k for k, v in own.items() if k not in mapped and v.is_floating_point()]
     if missing:
-        name = missing[0] if missing[0].startswith(PREFIX) else PREFIX + missing[0]
-        raise ShapeMismatchError(f"the state lacks tensor '{name}' of the mini-vision encoder")
+        raise ShapeMismatchError(f"the state lacks tensor '{missing[0]}' of the mini-vision encoder")
     model.load_state_dict(mapped, strict=False)
     return model
 

@@ -99,11 +99,11 @@ class MiniVisionModelPool:
         return self._tag(mm.load_encoder(self._dir(name)))
 
     def tensors(self, name: str) -> TensorSource:
-        """Memory-mapped tensors of one model (``vision_model.*`` names)."""
+        """Memory-mapped tensors of one model (``CLIPVisionModel`` state-dict names)."""
         return open_source(self._dir(name) / mm.MODEL_FILE)
 
     def build_model(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
-        """An encoder carrying ``state`` (checkpoint names)."""
+        """An encoder carrying ``state`` (names with or without the ``vision_model.`` prefix)."""
         model = mm.new_encoder(self.config, seed=0)
         mm.load_checkpoint_state(model, {k: v.to(torch.float32) for k, v in state.items()})
         return self._tag(model.eval())

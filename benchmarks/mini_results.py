@@ -1,0 +1,410 @@
+"""Results of the mini suites: pretrained, experts and every installed method, mean ± std over 3 expert seeds.
+
+One command, on any machine with the data sources installed::
+
+    python benchmarks/mini_results.py                      # build seeds 0-2, evaluate, write docs/results/mini.md
+
+On a machine without the sources (a GPU box), in three steps::
+
+    python benchmarks/mini_results.py export .device-data  # here: task arrays + pretrained + heads
+    python benchmarks/mini_results.py run --data .device-data --out results.json   # there
+    python benchmarks/mini_results.py render results.json  # here: write docs/results/mini.md
+
+For every suite and seed: the pretrained model (each task scored with its head fitted on the
+pretrained features), each expert on its own task ("individual"), and every installed fusion
+method at its defaults; task arithmetic and TIES also over a λ sweep 0.1…1.0, their headline row
+taking the λ with the best mean *validation* accuracy. Methods that fail are listed with their
+error. Accuracies are on the test splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("FUSIONBENCH_PROGRESS", "0")
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEP = [round(0.1 * i, 1) for i in range(1, 11)]
+SWEPT = {"task_arithmetic": "scaling_factor", "ties": "scaling_factor"}
+SUITES = ("mini-vision", "mini-text")
+VAL_EXAMPLES = 500
+
+
+def suite_modules(suite: str):
+    """(build module, pool module, text?) of a suite."""
+    if suite == "mini-vision":
+        from fusionbench_vision.mini import build, pool
+
+        return build, pool, False
+    from fusionbench_nlp.mini import build, pool
+
+    return build, pool, True
+
+
+def arrays(suite: str, task: str, split: str, limit: int | None = None):
+    build, _, text = suite_modules(suite)
+    if text:
+        return build.task_arrays(task, split, build.PROFILES["full"].max_len, limit)
+    return build.task_arrays(task, split, limit)
+
+
+# --------------------------------------------------------------------------- export / import of arrays
+
+
+def export(directory: Path, suites: list[str]) -> None:
+    """Write compact task arrays, pretrained weights and heads for a machine without the sources."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for suite in suites:
+        build, _, text = suite_modules(suite)
+        profile = build.PROFILES["full"]
+        build.build(profile, 0, stop_after=0)  # pretrained + heads only
+        out = directory / suite
+        out.mkdir(exist_ok=True)
+        used: set[int] = set()
+        for task in profile.tasks:
+            for split, limit in (("train", profile.train_examples), ("validation", VAL_EXAMPLES), ("test", None)):
+                a = arrays(suite, task, split, limit)
+                if text:
+                    np.savez_compressed(out / f"{task}.{split}.npz", input_ids=a.input_ids, token_type_ids=a.token_type_ids,
+                                        lengths=a.lengths, labels=a.labels, classes=a.classes)
+                    for row, n in zip(a.input_ids, a.lengths):
+                        used.update(row[:n].tolist())
+                else:
+                    np.savez_compressed(out / f"{task}.{split}.npz", images=a.images, labels=a.labels, classes=a.classes)
+        src = build.suite_dir(profile)
+        shutil.copytree(src / "heads", out / "heads", dirs_exist_ok=True)
+        pre = out / "pretrained"
+        pre.mkdir(exist_ok=True)
+        for name in os.listdir(src / "pretrained"):
+            if name != "model.safetensors" or not text:
+                shutil.copyfile(src / "pretrained" / name, pre / name)
+        if text:  # 64 MiB travel limit: word-embedding rows of the tokens the tasks use, in float16
+            state = load_file(str(src / "pretrained" / "model.safetensors"))
+            ids = torch.tensor(sorted(used))
+            words = state.pop("embeddings.word_embeddings.weight")
+            state["word_rows"] = words[ids].to(torch.float16).contiguous()
+            state["word_ids"] = ids
+            state["vocab_size"] = torch.tensor(words.shape[0])
+            save_file(state, str(pre / "compact.safetensors"))
+        print(f"exported {suite} to {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MiB)")
+
+
+def use_exported(directory: Path, suite: str) -> None:
+    """Point a suite's build at exported arrays and seed its cache with the exported pretrained model and heads."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    build, _, text = suite_modules(suite)
+    src = directory / suite
+    if text:
+        def source(task, split, max_len):
+            z = np.load(src / f"{task}.{split}.npz")
+            return build.TextArrays(z["input_ids"], z["token_type_ids"], z["lengths"], z["labels"], int(z["classes"]))
+    else:
+        def source(task, split):
+            z = np.load(src / f"{task}.{split}.npz")
+            return build.TaskArrays(z["images"], z["labels"], int(z["classes"]))
+    build.DATA_SOURCE = source
+    profile = build.PROFILES["full"]
+    target = build.suite_dir(profile)
+    if not (target / "pretrained" / "model.safetensors").exists():
+        shutil.copytree(src / "heads", target / "heads", dirs_exist_ok=True)
+        tmp = target / ".pretrained-import"
+        shutil.copytree(src / "pretrained", tmp, dirs_exist_ok=True)
+        if text:
+            state = load_file(str(tmp / "compact.safetensors"))
+            rows, ids, vocab = state.pop("word_rows"), state.pop("word_ids"), int(state.pop("vocab_size"))
+            words = torch.zeros(vocab, rows.shape[1])
+            words[ids] = rows.float()
+            state["embeddings.word_embeddings.weight"] = words
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            (tmp / "compact.safetensors").unlink()
+        os.rename(tmp, target / "pretrained")
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def accuracy_on(suite: str, model, tasks: list[str], split: str, pool) -> dict[str, float]:
+    """Accuracy of a (fused) backbone on several tasks, each with its own head."""
+    import torch
+
+    build, _, _ = suite_modules(suite)
+    limit = VAL_EXAMPLES if split == "validation" else None
+    batch = 1024 if torch.cuda.is_available() else 128
+    return {t: build.evaluate(model, pool.head(t), arrays(suite, t, split, limit), batch)["accuracy"] for t in tasks}
+
+
+def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log) -> dict[str, Any]:
+    import torch
+
+    build, pool_mod, _ = suite_modules(suite)
+    profile = build.PROFILES["full"]
+    start = time.perf_counter()
+    summary = build.build(profile, seed)
+    built_s = time.perf_counter() - start
+    log(f"{suite} seed {seed}: built in {built_s:.0f} s ({summary['experts']})")
+    pool_cls = pool_mod.MiniVisionModelPool if suite == "mini-vision" else pool_mod.MiniTextModelPool
+    pool = pool_cls(seed=seed)
+    dev = build.device()
+    tasks = list(profile.tasks)
+    rows: dict[str, dict[str, Any]] = {}
+
+    def score(name: str, model, hyperparameters: dict | None = None, fuse_s: float = 0.0) -> None:
+        model = model.to(dev) if hasattr(model, "to") else model
+        t0 = time.perf_counter()
+        rows[name] = {"test": accuracy_on(suite, model, tasks, "test", pool),
+                      "validation": accuracy_on(suite, model, tasks, "validation", pool),
+                      "hyperparameters": hyperparameters or {}, "fuse_s": round(fuse_s, 2),
+                      "eval_s": round(time.perf_counter() - t0, 2)}
+
+    score("pretrained", pool.load_model("_pretrained_"))
+    individual = {"test": {}, "validation": {}}
+    for task in tasks:
+        expert = pool.load_model(task).to(dev)
+        for split in ("test", "validation"):
+            individual[split].update(accuracy_on(suite, expert, [task], split, pool))
+    rows["individual"] = {**individual, "hyperparameters": {}}
+    for name, cls in methods:
+        settings = [{}] + ([{SWEPT[name]: lam} for lam in SWEEP] if name in SWEPT else [])
+        for hp in settings:
+            label = name if not hp else f"{name}@{hp[SWEPT[name]]}"
+            try:
+                algorithm = cls(**hp)
+                algorithm.seed = seed
+                torch.manual_seed(seed)
+                t0 = time.perf_counter()
+                fused = algorithm.run(pool)
+                score(label, fused, getattr(algorithm, "settings", hp), time.perf_counter() - t0)
+            except Exception as exc:  # noqa: BLE001 - a failing method is reported, not fatal
+                message = str(exc).splitlines()[0].split(". ")[0] if str(exc) else ""
+                rows[label] = {"error": f"{type(exc).__name__}: {message}"}
+                log(f"  {label}: {rows[label]['error']}")
+                if os.environ.get("FB_DEBUG") == "1":
+                    traceback.print_exc()
+    return {"build_s": round(built_s, 1), "rows": rows, "build": summary}
+
+
+def installed_methods() -> list[tuple[str, Any, str]]:
+    from fusionbench_core.plugins import get_host
+
+    out = []
+    for entry in get_host().registry("method").entries():
+        try:
+            cls = entry.load()
+        except Exception as exc:  # noqa: BLE001
+            print(f"skipping method {entry.name}: {exc}", file=sys.stderr)
+            continue
+        requirement = getattr(getattr(cls, "requirement", None), "value", "data-free")
+        out.append((entry.name, cls, requirement))
+    return out
+
+
+def run(args) -> Path:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    methods = installed_methods()
+    if args.methods:
+        methods = [m for m in methods if m[0] in args.methods]
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    results: dict[str, Any] = {"device": device, "torch": torch.__version__, "seeds": args.seeds,
+                               "methods": {n: r for n, _, r in methods}, "suites": {}}
+    out = Path(args.out)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    for suite in args.suites:
+        if args.data:
+            use_exported(Path(args.data), suite)
+        results["suites"][suite] = {}
+        for seed in args.seeds:
+            results["suites"][suite][str(seed)] = measure_seed(suite, seed, [(n, c) for n, c, _ in methods], log)
+            out.write_text(json.dumps(results, indent=1))
+    out.write_text(json.dumps(results, indent=1))
+    return out
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = 100 * statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def render(paths: list[Path], output: Path, notes: list[str] = ()) -> None:
+    merged: dict[str, Any] = {"suites": {}, "devices": set(), "methods": {}}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        merged["devices"].add(data["device"])
+        merged["methods"].update(data["methods"])
+        for suite, seeds in data["suites"].items():
+            merged["suites"].setdefault(suite, {}).update(seeds)
+    lines = ["# Mini suites: results", "",
+             "Produced by `python benchmarks/mini_results.py` (see its docstring for the GPU route). "
+             f"Device: {', '.join(sorted(merged['devices']))}. Accuracy on the test splits in %, mean ± std over "
+             "the expert-training seeds; the pretrained model (and, for mini-vision, its Fashion-MNIST pretraining) "
+             "is shared by all seeds. *individual*: each expert on its own task. Task arithmetic and TIES: the λ "
+             "with the best mean validation accuracy per seed (λ in brackets, most frequent); the full sweep is below. "
+             "Other methods at their default hyperparameters.", ""]
+    for note in notes:
+        lines += [f"> {note}", ""]
+    for suite, seeds in merged["suites"].items():
+        lines += _suite_section(suite, seeds, merged["methods"])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, output)
+    print(f"wrote {output}")
+
+
+def _suite_section(suite: str, seeds: dict[str, Any], methods: dict[str, str]) -> list[str]:
+    first = next(iter(seeds.values()))
+    tasks = list(first["rows"]["pretrained"]["test"])
+    seed_ids = sorted(seeds, key=int)
+    build, _, _ = suite_modules(suite)
+    profile = build.PROFILES["full"]
+    settings = ", ".join(f"{k}={v}" for k, v in vars(profile).items() if k not in ("name", "tasks", "tiny_backbone"))
+    lines = [f"## {suite}", "", f"Full variant `{profile.name}-{profile.fingerprint()}` ({settings}). "
+             f"Seeds measured: {', '.join(seed_ids)}. Expert training time per seed on the device above "
+             "(pretrained and heads cached): " + ", ".join(f"{seeds[s]['build_s']:.0f} s" for s in seed_ids) + ".", ""]
+
+    def row_values(label_of_seed) -> tuple[dict[str, list[float]], list[float]]:
+        per_task: dict[str, list[float]] = {t: [] for t in tasks}
+        means: list[float] = []
+        for s in seed_ids:
+            label = label_of_seed(s)
+            row = seeds[s]["rows"].get(label) if label else None
+            if not row or "test" not in row:
+                continue
+            for t in tasks:
+                per_task[t].append(row["test"][t])
+            means.append(statistics.fmean(row["test"][t] for t in tasks))
+        return per_task, means
+
+    def best(name: str, s: str) -> str | None:
+        candidates = [(statistics.fmean(r["validation"].values()), label) for label, r in seeds[s]["rows"].items()
+                      if label.startswith(name + "@") and "validation" in r]
+        return max(candidates)[1] if candidates else None
+
+    table = ["| method | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
+    averages: dict[str, float] = {}
+
+    def add(title: str, label_of_seed) -> None:
+        per_task, means = row_values(label_of_seed)
+        if not means:
+            return
+        averages[title] = statistics.fmean(means)
+        table.append(f"| {title} | " + " | ".join(_ms(per_task[t]) for t in tasks) + f" | **{_ms(means)}** |")
+
+    add("pretrained", lambda s: "pretrained")
+    add("individual", lambda s: "individual")
+    failures = []
+    for name in sorted(methods):
+        if name in SWEPT:
+            chosen = [best(name, s) for s in seed_ids]
+            lams = [c.split("@")[1] for c in chosen if c]
+            lam = max(set(lams), key=lams.count) if lams else "?"
+            add(f"{name} (λ={lam}, val-selected)", lambda s, n=name: best(n, s))
+            add(f"{name} (default)", lambda s, n=name: n)
+        else:
+            add(name, lambda s, n=name: n)
+        errors = {seeds[s]["rows"].get(name, {}).get("error") for s in seed_ids} - {None}
+        if errors:
+            failures.append(f"- `{name}`: {'; '.join(sorted(e.split('. ')[0] for e in errors))}")
+    lines += table + [""]
+    sweep = ["| λ | " + " | ".join(f"{n} avg" for n in SWEPT if n in methods) + " |",
+             "|---" * (1 + sum(n in methods for n in SWEPT)) + "|"]
+    for lam in SWEEP:
+        cells = []
+        for name in SWEPT:
+            if name in methods:
+                cells.append(_ms(row_values(lambda s, n=name: f"{n}@{lam}")[1]))
+        sweep.append(f"| {lam} | " + " | ".join(cells) + " |")
+    lines += ["λ sweep (test average):", ""] + sweep + [""]
+    lines += _orderings(averages, methods)
+    if failures:
+        lines += ["", "Methods that failed on this suite:", ""] + failures
+    return lines + [""]
+
+
+def _is_ensemble(name: str) -> bool:
+    """Ensembles and predictors keep every expert: they are not merges."""
+    return "ensemble" in name or "predictor" in name
+
+
+def _orderings(averages: dict[str, float], methods: dict[str, str]) -> list[str]:
+    pre, ind = averages.get("pretrained"), averages.get("individual")
+    merges = {k: v for k, v in averages.items() if k not in ("pretrained", "individual")
+              and methods.get(k.split(" ")[0], "") == "data-free" and not _is_ensemble(k)}
+    out = ["Orderings the field reports (on the mean test averages above; merges = data-free weight merges, "
+           "ensembles excluded):", ""]
+    if pre is not None and ind is not None and merges:
+        best_name = max(merges, key=merges.get)
+        below = [k for k, v in merges.items() if not pre < v < ind]
+        out.append(f"- individual > merged > pretrained: {'holds for every merge' if not below else 'holds except for ' + ', '.join(below)} "
+                   f"(individual {100 * ind:.1f}, best data-free merge {best_name} {100 * merges[best_name]:.1f}, "
+                   f"pretrained {100 * pre:.1f}).")
+    avg = averages.get("simple_average")
+    for name in ("task_arithmetic", "ties"):
+        key = next((k for k in averages if k.startswith(name + " (λ")), None)
+        if key and avg is not None:
+            verdict = "holds" if averages[key] > avg else "does not hold"
+            out.append(f"- {name} > simple average: {verdict} ({100 * averages[key]:.1f} vs {100 * avg:.1f}).")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    p_export = sub.add_parser("export", help="write arrays, pretrained weights and heads for another machine")
+    p_export.add_argument("directory", type=Path)
+    p_export.add_argument("--suites", nargs="+", default=list(SUITES))
+    p_run = sub.add_parser("run", help="build the seeds and evaluate every method; writes JSON")
+    p_render = sub.add_parser("render", help="write the markdown table from result JSON files")
+    p_render.add_argument("results", nargs="+", type=Path)
+    p_render.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "results" / "mini.md")
+    p_render.add_argument("--note", action="append", default=[], help="a paragraph to add under the introduction")
+    for p in (parser, p_run):
+        p.add_argument("--suites", nargs="+", default=list(SUITES), choices=SUITES)
+        p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+        p.add_argument("--methods", nargs="*", help="only these methods (default: every installed one)")
+        p.add_argument("--data", help="directory written by `export` (instead of the packaged sources)")
+        p.add_argument("--out", default="mini-results.json", help="result JSON path")
+    parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "results" / "mini.md")
+    args = parser.parse_args()
+    if args.command == "export":
+        export(args.directory, args.suites)
+    elif args.command == "run":
+        run(args)
+    elif args.command == "render":
+        render(args.results, args.output, args.note)
+    else:
+        render([run(args)], args.output)
+
+
+if __name__ == "__main__":
+    main()
