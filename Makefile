@@ -16,8 +16,10 @@ $(STAMP): $(SETUP_INPUTS)
 run: setup
 	$(VENV)/bin/fb run
 
-## The whole test suite (what CI runs).
+## The whole test suite (what CI runs): builds the quick mini suites first (cached), then every test.
 test: setup
+	$(VENV)/bin/fb suites build mini-vision --quick
+	$(VENV)/bin/fb suites build mini-text --quick
 	$(VENV)/bin/python -m pytest -q
 
 ## One package's tests, e.g. `make test-fast pkg=fusionbench_core`.

@@ -268,12 +268,12 @@ def _real_sources() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_quick_variant_on_real_data_experts_beat_pretrained(monkeypatch, tmp_path):
-    """The real ``--quick`` build (about 2 minutes): every expert beats the linear probe on its own task."""
+def test_quick_variant_on_real_data_experts_beat_pretrained():
+    """The real ``--quick`` suite (built if missing, about 2 minutes): every expert beats the linear probe on its task."""
     if not _real_sources():
         pytest.skip("offline data sources are not installed (scripts/install-offline-data.sh)")
-    if os.environ.get("FUSIONBENCH_CACHE") is None:
-        monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    # The configured cache on purpose: CI builds the quick suite there first (`make test`), so this
+    # checks the very models `fb run` uses, and costs a build only where none exists yet.
     torch.set_num_threads(1)
     pool = MiniVisionModelPool(quick=True)
     base = pool.load_model(PRETRAINED)
