@@ -210,29 +210,6 @@ class PluginHost:
         return getattr(self.pm.hook, hook_name)(**kwargs)
 
 
-def method_plugin(name: str, target: str, *, summary: str, requirement: str = "data-free", **metadata: Any) -> object:
-    """A plugin object registering one method lazily; point an entry point at it.
-
-    Lets a package give each method its own entry point (so it can be listed and blocked on its own)
-    from one light module, without importing the method's module (or torch) until it runs::
-
-        # mypkg/plugin.py                      # pyproject: [project.entry-points.fusionbench]
-        ties = method_plugin("ties", "mypkg.ties:Ties", summary="TIES merging")   # ties = "mypkg.plugin:ties"
-    """
-
-    class MethodPlugin:
-        __doc__ = f"Registers the method '{name}'."
-
-        @hookspecs.hookimpl
-        def register_methods(self, register: Callable[..., None]) -> None:
-            register(name, target, summary=summary, requirement=requirement, **metadata)
-
-        def __repr__(self) -> str:
-            return f"<method plugin {name}: {target}>"
-
-    return MethodPlugin()
-
-
 _default_host: PluginHost | None = None
 
 

@@ -90,6 +90,23 @@ def model_card(method: str, settings: dict[str, Any], inputs: list[dict[str, Any
     return "\n".join(lines) + "\n"
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to serve large blocks from the heap and keep freed ones (no ``mmap``/``munmap`` per tensor).
+
+    A merge allocates and frees same-sized tensors thousands of times; without this every one is a
+    fresh ``mmap`` whose pages the kernel must fault in and zero, which halves the read bandwidth.
+    Peak memory is unchanged (freed blocks are reused). No-op outside glibc.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
 def _read_pool_file(path: Path) -> dict[str, Any]:
     import yaml
 
@@ -114,9 +131,10 @@ def merge_command(*, method: str, pretrained: Path | None, models: list[Path], m
     import torch
 
     from .sources import is_lora_adapter, open_source
-    from .tensorwise import TensorwiseAlgorithm, merge_sources
+    from .tensorwise import TensorwiseAlgorithm, effective_device, merge_sources
     from .writer import SafetensorsWriter, parse_size
 
+    keep_freed_memory()
     host = get_host()
     algorithm = instantiate(host, "method", ComponentSpec(method, hyperparameters))
     if not isinstance(algorithm, TensorwiseAlgorithm):
@@ -206,6 +224,6 @@ def merge_command(*, method: str, pretrained: Path | None, models: list[Path], m
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"method": method, "hyperparameters": algorithm.settings, "models": names,
-            "pretrained": base_label, "inputs": described, "output": str(output), "tensors": len(keys),
+            "pretrained": base_label, "inputs": described, "device": effective_device(algorithm, device), "output": str(output), "tensors": len(keys),
             "shards": len(writer.files), "bytes_written": writer.total_bytes, "cost": algorithm.cost,
             "wall_s": round(time.perf_counter() - start, 3)}

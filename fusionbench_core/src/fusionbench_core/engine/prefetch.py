@@ -25,7 +25,8 @@ from .sources import SafetensorsSource, get_rows
 class Read:
     """One read: rows ``start:stop`` of ``key`` from ``source``, converted to ``dtype`` (None: as stored).
 
-    ``hasher`` (optional) receives the key and the raw bytes before conversion.
+    ``hasher`` (optional) receives the key and the raw bytes before conversion. ``writable=False``
+    allows a read-only zero-copy view of a memory-mapped source when no conversion is needed.
     """
 
     source: TensorSource
@@ -34,6 +35,7 @@ class Read:
     stop: int
     dtype: torch.dtype | None
     hasher: Any = None
+    writable: bool = True
 
 
 class TensorReader:
@@ -58,13 +60,19 @@ class TensorReader:
             shape = (read.stop - read.start, *info.shape[1:]) if info.shape else ()
             raw = torch.empty(shape, dtype=getattr(torch, info.dtype), pin_memory=True)
             read.source.read_into(read.key, read.start, read.stop, raw)
+        elif hasattr(read.source, "view_rows"):
+            read.source.populate(read.key, read.start, read.stop)
+            raw = read.source.view_rows(read.key, read.start, read.stop)
         else:
             raw = get_rows(read.source, read.key, read.start, read.stop)
         if read.hasher is not None:
             read.hasher.update(read.key.encode() + b"\0")
             read.hasher.update(memoryview(raw.contiguous().reshape(-1).view(torch.uint8).numpy()))
         if not self._cuda:
-            return raw.to(read.dtype) if read.dtype is not None else raw
+            mapped = hasattr(read.source, "view_rows")
+            if read.dtype is not None and raw.dtype != read.dtype:
+                return raw.to(read.dtype)
+            return raw.clone() if mapped and read.writable else raw
         if not raw.is_pinned():
             raw = raw.pin_memory()
         with torch.cuda.stream(self._stream):

@@ -75,7 +75,8 @@ class StreamingTopK:
         self.histogram = torch.zeros(BUCKETS, dtype=torch.int64)
         self._target: int | None = None
         self._above = 0
-        self._collected: list[torch.Tensor] = []
+        self._collected: torch.Tensor | None = None
+        self._filled = 0
 
     def observe(self, magnitudes: torch.Tensor) -> None:
         """Pass 1: count the block's values per bucket."""
@@ -94,6 +95,8 @@ class StreamingTopK:
             index = int(torch.searchsorted(above, torch.tensor(self.k)))
             self._target = BUCKETS - 1 - index
             self._above = int(above[index - 1]) if index > 0 else 0
+            # One buffer of exactly the bucket's size: many small kept tensors would fragment the heap.
+            self._bucket_count = int(self.histogram[self._target])
             self.histogram = torch.zeros(0, dtype=torch.int64)
 
     def refine(self, magnitudes: torch.Tensor) -> None:
@@ -102,7 +105,10 @@ class StreamingTopK:
         flat = magnitudes.reshape(-1)
         hits = flat[_bucket(flat) == self._target]
         if hits.numel():
-            self._collected.append(hits.cpu())
+            if self._collected is None:
+                self._collected = torch.empty(self._bucket_count, dtype=hits.dtype)
+            self._collected[self._filled:self._filled + hits.numel()] = hits.cpu()
+            self._filled += hits.numel()
 
     def keeper(self) -> KeepMask:
         """The threshold and tie quota that keep exactly ``k`` values over the whole stream."""
@@ -111,8 +117,8 @@ class StreamingTopK:
         if self.k <= 0:
             return KeepMask(float("inf"), 0)
         self._locate()
-        candidates = torch.cat(self._collected) if self._collected else torch.zeros(0)
-        self._collected = []
+        candidates = self._collected[: self._filled] if self._collected is not None else torch.zeros(0)
+        self._collected = None
         need = self.k - self._above
         threshold = candidates.kthvalue(candidates.numel() - need + 1).values
         greater = self._above + int((candidates > threshold).sum())

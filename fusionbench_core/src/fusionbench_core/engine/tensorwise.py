@@ -27,8 +27,8 @@ from ..protocols import PRETRAINED, BaseAlgorithm, ModelPool, TensorSource, chec
 if TYPE_CHECKING:  # torch is imported when a merge runs, so method plugins stay light to list
     import torch
 
-DEFAULT_CHUNK_ELEMENTS = 4 * 2**20
-"""Largest block (in elements) a chunkable method receives: 16 MiB of float32."""
+DEFAULT_CHUNK_ELEMENTS = 2**20
+"""Largest block (in elements) a chunkable method receives: 4 MiB of float32."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,15 @@ class TensorwiseAlgorithm(BaseAlgorithm):
     chunkable: ClassVar[bool] = False
     """True when each output row depends only on the same row of the inputs (element- or row-wise)."""
 
+    gpu_worthwhile: ClassVar[bool] = True
+    """False for I/O-bound methods (a few element-wise ops per byte read): measured slower on the GPU
+    than on the CPU (pinned staging + two transfers cost more than the arithmetic saves), so
+    ``device="cuda"`` keeps their arithmetic on the CPU. See docs/performance.md."""
+
+    inplace_inputs: ClassVar[bool] = True
+    """Whether :meth:`merge_tensor` may modify the tensors it receives. Methods that never do set
+    False and may then receive zero-copy views of memory-mapped inputs (no copy per model)."""
+
     block: Block | None = None
     """The block being merged (set by the engine before each :meth:`merge_tensor` call)."""
 
@@ -169,16 +178,25 @@ def _scan_deltas(pretrained, models, keys, options: EngineOptions, chunkable: bo
         for block in blocks:
             work = compute_dtype(_torch_dtype(pretrained.info(block.key).dtype))
             for source in (pretrained, *models):
-                yield Read(source, block.key, block.start, block.stop, work)
+                yield Read(source, block.key, block.start, block.stop, work, None, False)
 
     reader = TensorReader(reads(), device=options.device, background=options.prefetch)
     try:
         for block in blocks:
             base = next(reader)
             for index in range(len(models)):
-                yield block, index, next(reader).sub_(base)
+                yield block, index, next(reader) - base
+            for source in (pretrained, *models):
+                release = getattr(source, "release", None)
+                if release is not None:
+                    release(block.key, block.start, block.stop)
     finally:
         reader.close()
+
+
+def effective_device(algorithm: TensorwiseAlgorithm, device: str | Any) -> str:
+    """Where ``algorithm`` actually computes when asked for ``device`` (I/O-bound methods stay on the CPU)."""
+    return "cpu" if not algorithm.gpu_worthwhile else str(device)
 
 
 def merge_sources(
@@ -213,6 +231,7 @@ def merge_sources(
         raise ConfigError(f"method '{algorithm.name}' got no models to merge")
     if device != "cpu" and not (str(device).startswith("cuda") and torch.cuda.is_available()):
         raise ConfigError(f"device '{device}' is not available here (use --device cpu)")
+    device = effective_device(algorithm, device)
     if callable(sink) and not hasattr(sink, "write"):
         sink = CallableSink(sink)
     labelled = dict(zip(model_names or [f"model {i}" for i in range(len(models))], models, strict=True))
@@ -238,11 +257,13 @@ def merge_sources(
         for block in plan_blocks(key, info.shape, chunk):
             plan.append((block, True, dtype))
 
+    writable = algorithm.inplace_inputs
+
     def reads():
         for block, floating, dtype in plan:
             work = compute_dtype(dtype) if floating else None
             for source, hasher in zip(inputs, hashers, strict=True):
-                yield Read(source, block.key, block.start, block.stop, work, hasher)
+                yield Read(source, block.key, block.start, block.stop, work, hasher, writable)
 
     reader = TensorReader(reads(), device=device, background=prefetch)
     n_models = len(models)
@@ -252,7 +273,7 @@ def merge_sources(
                 value = next(reader)
                 for _ in range(len(inputs) - 1):
                     next(reader)
-                result = value.cpu() if value.device.type != "cpu" else value
+                result = value.cpu() if value.device.type != "cpu" else value.clone()
                 sink.write(block.key, result)
                 if progress:
                     progress(block.key, result.numel() * result.element_size() * len(inputs))
@@ -262,6 +283,10 @@ def merge_sources(
             consumed = [0]
             merged = algorithm.merge_tensor(block.key, theta0, take(reader, n_models, consumed))
             drain(reader, n_models, consumed)
+            for source in inputs:
+                release = getattr(source, "release", None)
+                if release is not None:
+                    release(block.key, block.start, block.stop)
             if tuple(merged.shape) != block.block_shape:
                 raise ShapeMismatchError(f"method '{algorithm.name}' returned shape {list(merged.shape)} "
                                          f"for tensor '{block.key}' of shape {list(block.block_shape)}")

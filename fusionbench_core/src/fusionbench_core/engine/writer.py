@@ -153,7 +153,7 @@ class SafetensorsWriter:
         self._queue: queue.Queue | None = None
         self._error: BaseException | None = None
         if background:
-            self._queue = queue.Queue(maxsize=4)
+            self._queue = queue.Queue(maxsize=2)
             self._thread = threading.Thread(target=self._drain, name="fb-writer", daemon=True)
             self._thread.start()
 
