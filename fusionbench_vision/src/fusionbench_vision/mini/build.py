@@ -24,12 +24,6 @@ The fingerprint hashes the variant's settings, so changing a setting never reuse
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
-import json
-import math
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +32,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from fusionbench_core.engine.expert_suite import (  # noqa: F401  (part of this module's API)
+    SuiteStore,
+    build_expert_suite,
+    device,
+    evaluate_head,
+    fit_head,
+    settings_fingerprint,
+    train_under_head,
+)
+from fusionbench_core.engine.expert_suite import task_seed as _task_seed
 from torch import nn
 
 from . import model as mm
@@ -73,8 +77,7 @@ class Profile:
 
     def fingerprint(self) -> str:
         """A short hash of the settings and the build code's version."""
-        blob = json.dumps({"code": CODE_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+        return settings_fingerprint(CODE_VERSION, self)
 
     def encoder_config(self) -> Any:
         """The encoder's ``CLIPVisionConfig``."""
@@ -137,23 +140,6 @@ def task_arrays(task: str, split: str, limit: int | None = None) -> TaskArrays:
 # --------------------------------------------------------------------------- training
 
 
-def device() -> torch.device:
-    """The GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _schedule(total: int) -> Callable[[int], float]:
-    """Linear warm-up over the first 10 % of the steps, then cosine decay to zero."""
-    warm = max(1, total // 10)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-    return factor
-
-
 def train(encoder: nn.Module, head: nn.Module, arrays: TaskArrays, *, params: list[nn.Parameter], epochs: int,
           lr: float, batch: int, seed: int, description: str) -> float:
     """Minimise cross-entropy of ``head(encoder(x))`` over ``params``; returns the last epoch's mean loss.
@@ -161,33 +147,16 @@ def train(encoder: nn.Module, head: nn.Module, arrays: TaskArrays, *, params: li
     The data order comes from a generator seeded by ``seed`` alone, so the result does not depend
     on anything trained before it (that is what makes resuming reproduce a full build).
     """
-    from fusionbench_core.progress import track
-
     dev = next(encoder.parameters()).device
     images = torch.from_numpy(np.ascontiguousarray(arrays.images)).to(dev)
     labels = torch.from_numpy(arrays.labels).to(dev)
-    n = len(labels)
-    per_epoch = math.ceil(n / batch)
-    total = per_epoch * epochs
-    gen = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(total))
-    encoder.train()
-    epoch_loss, order = 0.0, None
-    for step in track(range(total), description):
-        position = step % per_epoch
-        if position == 0:
-            order = torch.randperm(n, generator=gen).to(dev)
-            epoch_loss = 0.0
-        idx = order[position * batch : (position + 1) * batch]
-        loss = nn.functional.cross_entropy(head(mm.features(encoder, mm.pixel_values(images[idx]))), labels[idx])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        epoch_loss += float(loss.detach()) / per_epoch
-    encoder.eval()
-    return epoch_loss
+
+    def step_loss(idx: torch.Tensor) -> torch.Tensor:
+        idx = idx.to(dev)
+        return nn.functional.cross_entropy(head(mm.features(encoder, mm.pixel_values(images[idx]))), labels[idx])
+
+    return train_under_head(encoder, params, len(labels), step_loss, epochs=epochs, lr=lr, batch=batch, seed=seed,
+                            description=description)
 
 
 @torch.inference_mode()
@@ -200,48 +169,16 @@ def encode_all(encoder: nn.Module, images: np.ndarray, batch: int = 256) -> torc
     return torch.cat(parts) if parts else torch.zeros(0, encoder.config.hidden_size, device=dev)
 
 
-def fit_head(feats: torch.Tensor, labels: np.ndarray, classes: int, *, l2: float = 1e-3, iterations: int = 200) -> nn.Linear:
-    """Multinomial logistic regression on fixed features (L-BFGS in float64 on the CPU, zero start)."""
-    x = feats.detach().to("cpu", torch.float64)
-    y = torch.from_numpy(labels)
-    head = mm.new_head(x.shape[1], classes).double()
-    optimiser = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iterations, history_size=20,
-                                  line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = nn.functional.cross_entropy(head(x), y) + l2 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    head = head.float()
-    head.requires_grad_(False)
-    return head.eval()
-
-
 def evaluate(encoder: nn.Module, head: nn.Module, arrays: TaskArrays, batch: int = 256) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``head(encoder(x))`` over a split, batched.
 
-    Scores through :func:`fusionbench_core.protocols.task_logits`, so an ensemble that combines its
-    members after the head (a predictor) is scored by its own rule.
+    Scores through :func:`fusionbench_core.protocols.task_logits` (see
+    :func:`fusionbench_core.engine.expert_suite.evaluate_head`).
     """
-    from fusionbench_core.protocols import task_logits
-
     dev = next(encoder.parameters()).device
-    # A copy: moving the caller's head inside inference mode would turn its weights into inference
-    # tensors, which a later training step (AdaMerging through the pool's logits) cannot use.
-    head = copy.deepcopy(head).to(dev)
-    encoder.eval()
-    correct, loss_sum, n = 0, 0.0, len(arrays.labels)
-    with torch.inference_mode():
-        for i in range(0, n, batch):
-            x = mm.pixel_values(torch.from_numpy(arrays.images[i : i + batch]).to(dev))
-            y = torch.from_numpy(arrays.labels[i : i + batch]).to(dev)
-            logits = task_logits(encoder, lambda member, inputs: head(mm.features(member, inputs)), x).float()
-            correct += int((logits.argmax(dim=1) == y).sum())
-            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-    return {"accuracy": correct / max(1, n), "loss": loss_sum / max(1, n)}
+    batches = ((mm.pixel_values(torch.from_numpy(arrays.images[i : i + batch]).to(dev)),
+                torch.from_numpy(arrays.labels[i : i + batch]).to(dev)) for i in range(0, len(arrays.labels), batch))
+    return evaluate_head(encoder, head, batches, mm.features)
 
 
 # --------------------------------------------------------------------------- the suite on disk
@@ -254,43 +191,32 @@ def suite_dir(profile: Profile) -> Path:
     return cache_dir("suites", SUITE) / f"{profile.name}-{profile.fingerprint()}"
 
 
+def store(profile: Profile) -> SuiteStore:
+    """The store (layout and build state) of a variant."""
+    return SuiteStore(suite_dir(profile))
+
+
 def pretrained_dir(profile: Profile) -> Path:
     """Directory of the pretrained encoder."""
-    return suite_dir(profile) / "pretrained"
+    return store(profile).pretrained_dir
 
 
 def head_path(profile: Profile, task: str) -> Path:
     """File of a task's head (fitted on pretrained features)."""
-    return suite_dir(profile) / "heads" / f"{task}.safetensors"
+    return store(profile).head_path(task)
 
 
 def expert_dir(profile: Profile, seed: int, task: str) -> Path:
     """Directory of one expert."""
-    return suite_dir(profile) / f"seed{seed}" / task
+    return store(profile).expert_dir(seed, task)
 
 
 def is_built(profile: Profile, seed: int) -> bool:
     """Whether the pretrained encoder, every head and every expert of ``seed`` are on disk."""
-    return ((pretrained_dir(profile) / mm.MODEL_FILE).exists()
-            and all(head_path(profile, t).exists() for t in profile.tasks)
-            and all((expert_dir(profile, seed, t) / mm.HEAD_FILE).exists() for t in profile.tasks))
+    return store(profile).is_built(seed, profile.tasks)
 
 
-def _task_seed(seed: int, task: str) -> int:
-    """A per-(seed, task) seed, so experts do not depend on each other or on build order."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{task}".encode()).digest()[:4], "little")
-
-
-def _save_head(path: Path, head: nn.Linear) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(mm.head_state(head), str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
-
-
-def _build_pretrained(profile: Profile, dev: torch.device) -> dict[str, Any]:
+def _build_pretrained(profile: Profile, dev: torch.device) -> str:
     config = profile.encoder_config()
     encoder = mm.new_encoder(config, seed=0).to(dev)
     train_set = task_arrays(PRETRAIN_TASK, "train", profile.pretrain_examples)
@@ -307,7 +233,12 @@ def _build_pretrained(profile: Profile, dev: torch.device) -> dict[str, Any]:
     val = task_arrays(PRETRAIN_TASK, "validation", profile.eval_examples)
     info["validation_accuracy"] = evaluate(encoder, head, val)["accuracy"]
     mm.write_model_dir(pretrained_dir(profile), config, mm.checkpoint_state(encoder), extra=info)
-    return info
+    return f"built in {info['seconds']} s ({PRETRAIN_TASK} val acc {info['validation_accuracy']:.3f})"
+
+
+def _fit_task_head(profile: Profile, pretrained: nn.Module, task: str) -> nn.Linear:
+    train_set = task_arrays(task, "train", profile.train_examples)
+    return fit_head(encode_all(pretrained, train_set.images), train_set.labels, train_set.classes)
 
 
 def _build_expert(profile: Profile, seed: int, task: str, pretrained: nn.Module, head: nn.Linear,
@@ -335,42 +266,14 @@ def build(profile: Profile, seed: int = 0, *, force: bool = False, stop_after: i
     ``force`` rebuilds the pretrained encoder, the heads and this seed's experts. ``stop_after``
     stops after that many newly trained experts (how tests simulate an interrupted build).
     """
-    from fusionbench_core.progress import track
-
     mm.quiet_transformers()
     dev = device()
-    root = suite_dir(profile)
-    if force:
-        for path in (root / "pretrained", root / "heads", root / f"seed{seed}"):
-            shutil.rmtree(path, ignore_errors=True)
-    start = time.perf_counter()
-    summary: dict[str, Any] = {"suite": SUITE, "variant": profile.name, "seed": seed, "directory": str(root),
-                               "device": str(dev)}
-    if not (pretrained_dir(profile) / mm.MODEL_FILE).exists():
-        info = _build_pretrained(profile, dev)
-        summary["pretrained"] = f"built in {info['seconds']} s ({PRETRAIN_TASK} val acc {info['validation_accuracy']:.3f})"
-    else:
-        summary["pretrained"] = "cached"
-    pretrained = mm.load_encoder(pretrained_dir(profile)).to(dev)
-    missing_heads = [t for t in profile.tasks if not head_path(profile, t).exists()]
-    for task in track(missing_heads, f"{SUITE}: fitting heads on pretrained features"):
-        train_set = task_arrays(task, "train", profile.train_examples)
-        _save_head(head_path(profile, task), fit_head(encode_all(pretrained, train_set.images), train_set.labels,
-                                                       train_set.classes))
-    built, results = 0, {}
-    for i, task in enumerate(profile.tasks):
-        target = expert_dir(profile, seed, task)
-        if (target / mm.HEAD_FILE).exists():
-            info = json.loads((target / "info.json").read_text())
-        else:
-            if stop_after is not None and built >= stop_after:
-                summary["stopped"] = f"after {built} experts"
-                break
-            head = mm.load_head(head_path(profile, task))
-            info = _build_expert(profile, seed, task, pretrained, head, dev, f"{task} ({i + 1}/{len(profile.tasks)})")
-            built += 1
-        results[task] = f"val acc {info['pretrained_validation_accuracy']:.3f} -> {info['validation_accuracy']:.3f}"
-    summary["experts"] = f"{built} trained, {len(results) - built} cached"
-    summary.update({f"expert {task}": text for task, text in results.items()})
-    summary["seconds"] = round(time.perf_counter() - start, 1)
-    return summary
+    return build_expert_suite(
+        store(profile), suite=SUITE, variant=profile.name, tasks=profile.tasks, seed=seed, dev=dev,
+        write_pretrained=lambda: _build_pretrained(profile, dev),
+        load_pretrained=lambda: mm.load_encoder(pretrained_dir(profile)).to(dev),
+        fit_task_head=lambda pretrained, task: _fit_task_head(profile, pretrained, task),
+        train_expert=lambda pretrained, head, task, label: _build_expert(profile, seed, task, pretrained, head, dev,
+                                                                         label),
+        force=force, stop_after=stop_after,
+    )

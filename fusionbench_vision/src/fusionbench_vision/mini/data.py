@@ -30,13 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
-import importlib.metadata
 import json
 import math
-import os
-import shutil
-import tempfile
 import uuid
 import zlib
 from collections import Counter
@@ -47,13 +42,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-try:
-    from fusionbench_core.errors import FusionBenchError
-except ImportError:  # the data module also works without the core package
-
-    class FusionBenchError(Exception):  # type: ignore[no-redef]
-        """Stand-in for ``fusionbench_core.errors.FusionBenchError``."""
+from fusionbench_core.errors import FusionBenchError
+from fusionbench_core.splits import SPLITS, Sizes, cache_root, data_dir, load_or_build, split_header, task_cache_leaf
+from fusionbench_core.splits import PackagedSource as _Source
+from fusionbench_core.splits import installed_file as _pip_file
+from fusionbench_core.splits import seeded_rng as _rng
+from fusionbench_core.splits import stratified_order as _stratified_order
+from fusionbench_core.splits import stratified_split as _split
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -74,10 +69,7 @@ __all__ = [
 
 IMAGE_SHAPE = (32, 32, 3)
 CACHE_VERSION = "v1"
-SPLITS = ("train", "validation", "test")
 INSTALL_HINT = "run scripts/install-offline-data.sh"
-
-Sizes = tuple[int, int, int]
 
 
 class MissingSourceError(FusionBenchError, FileNotFoundError):
@@ -85,41 +77,6 @@ class MissingSourceError(FusionBenchError, FileNotFoundError):
 
 
 # --------------------------------------------------------------------------- sources
-
-
-def data_dir() -> Path:
-    """Directory holding the unpacked npm / .deb sources (``$FUSIONBENCH_DATA_DIR``)."""
-    env = os.environ.get("FUSIONBENCH_DATA_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "fusionbench" / "sources"
-
-
-def cache_root() -> Path:
-    """Root of the FusionBench cache (``$FUSIONBENCH_CACHE``, default ``~/.cache/fusionbench``)."""
-    env = os.environ.get("FUSIONBENCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fusionbench"
-
-
-def _pip_file(dist: str, relpath: str) -> Path | None:
-    """A file inside an installed distribution, found without importing it."""
-    try:
-        return Path(str(importlib.metadata.distribution(dist).locate_file(relpath)))
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-@dataclass(frozen=True)
-class _Source:
-    """One installable package and the file that proves it is there."""
-
-    package: str
-    locate: Callable[[], Path | None]
-
-    def missing(self) -> Path | str | None:
-        """The missing path (or package) if the source is absent, else None."""
-        path = self.locate()
-        if path is None:
-            return self.package
-        return None if path.exists() else path
 
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -139,45 +96,6 @@ _SRC_NOTO = _Source(
     "npm package emoji-datasource-google@16.0.0",
     lambda: data_dir() / "emoji-datasource-google" / "img" / "google" / "64" / "1f600.png",
 )
-
-
-# --------------------------------------------------------------------------- splitting
-
-
-def _rng(seed: int, salt: str) -> np.random.Generator:
-    """A generator for one (seed, task) pair, so tasks with one seed are not correlated."""
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(salt.encode())]))
-
-
-def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random permutation in which every prefix holds each class in about its overall share."""
-    key = np.empty(len(labels), dtype=np.float64)
-    jitter = rng.random(len(labels))
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        idx = idx[rng.permutation(len(idx))]
-        key[idx] = (np.arange(len(idx)) + jitter[idx]) / len(idx)
-    return np.argsort(key, kind="stable")
-
-
-def _fit_sizes(sizes: Sizes, available: int) -> Sizes:
-    """Shrink the sizes to a smaller pool: train first, then validation, then test."""
-    n_tr, n_va, n_te = sizes
-    if n_tr + n_va + n_te <= available:
-        return sizes
-    new_tr = max(0, available - n_va - n_te)
-    if n_tr > 0 and new_tr == 0:
-        raise ValueError(f"only {available} examples, too few for validation {n_va} + test {n_te} + some train")
-    new_va = min(n_va, available - new_tr)
-    return new_tr, new_va, min(n_te, available - new_tr - new_va)
-
-
-def _split(labels: Sequence[int], sizes: Sizes, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """Stratified train/validation/test index arrays over a sorted pool."""
-    labels = np.asarray(labels)
-    order = _stratified_order(labels, rng)
-    n_tr, n_va, n_te = _fit_sizes(sizes, len(order))
-    return order[:n_tr], order[n_tr : n_tr + n_va], order[n_tr + n_va : n_tr + n_va + n_te]
 
 
 # --------------------------------------------------------------------------- datasets helpers
@@ -249,16 +167,19 @@ def as_arrays(split: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 def content_digest(dsd: DatasetDict) -> str:
     """SHA-256 over every split's images, labels, uids and class names: equal digests, equal data."""
-    h = hashlib.sha256()
-    for name in sorted(dsd):
-        split = dsd[name]
-        images, labels = as_arrays(split)
-        h.update(f"{name}:{len(split)}:{split.features['label'].names}".encode())
-        h.update(images.tobytes())
-        h.update(labels.tobytes())
-        uids = split.with_format("arrow", columns=["uid"])[:]["uid"].to_pylist() if len(split) else []
-        h.update("\0".join(uids).encode())
-    return h.hexdigest()
+    from fusionbench_core.splits import content_digest as digest_parts
+
+    def parts():
+        for name in sorted(dsd):
+            split = dsd[name]
+            images, labels = as_arrays(split)
+            yield split_header(name, len(split), split.features["label"].names)
+            yield images
+            yield labels
+            uids = split.with_format("arrow", columns=["uid"])[:]["uid"].to_pylist() if len(split) else []
+            yield "\0".join(uids)
+
+    return digest_parts(parts())
 
 
 # --------------------------------------------------------------------------- image helpers
@@ -631,36 +552,14 @@ def task_cache_dir(name: str, *, seed: int = 0, sizes: Sizes | None = None) -> P
     """Where :func:`load_task` keeps a prepared task: ``<task>-v1`` for seed 0 and default sizes."""
     spec = _spec(name)
     sizes = tuple(sizes) if sizes is not None else spec.default_sizes
-    leaf = f"{name}-{CACHE_VERSION}"
-    if seed != 0:
-        leaf += f"-seed{seed}"
-    if sizes != spec.default_sizes:
-        leaf += "-n" + "-".join(str(n) for n in sizes)
+    leaf = task_cache_leaf(name, CACHE_VERSION, seed=seed, sizes=sizes, default_sizes=spec.default_sizes)
     return cache_root() / "datasets" / "mini-vision" / leaf
 
 
-def _save_atomic(dsd: DatasetDict, path: Path, meta: dict) -> None:
-    """Write to a temporary sibling directory, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        with _quiet_progress():
-            dsd.save_to_disk(str(tmp))
-        (tmp / "fusionbench_meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        tmp.chmod(0o755)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:
-                os.rename(tmp, path)
-            except OSError:
-                if not path.exists():  # not a concurrent writer that won the race
-                    raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _save_to_disk(dsd: DatasetDict, directory: Path) -> None:
+    """``save_to_disk`` without datasets' progress bars."""
+    with _quiet_progress():
+        dsd.save_to_disk(str(directory))
 
 
 def load_task(
@@ -678,15 +577,9 @@ def load_task(
     sizes = tuple(int(n) for n in sizes) if sizes is not None else spec.default_sizes
     if not cache:
         return spec.loader(seed=seed, sizes=sizes)
-    path = task_cache_dir(name, seed=seed, sizes=sizes)
     meta = {"task": name, "version": CACHE_VERSION, "seed": seed, "sizes": list(sizes)}
-    meta_file = path / "fusionbench_meta.json"
-    if not refresh and meta_file.exists():
-        stored = json.loads(meta_file.read_text())
-        if all(stored.get(k) == v for k, v in meta.items()):
-            return load_from_disk(str(path))
-    dsd = spec.loader(seed=seed, sizes=sizes)
-    meta["digest"] = content_digest(dsd)
-    meta["split_sizes"] = {k: len(v) for k, v in dsd.items()}
-    _save_atomic(dsd, path, meta)
-    return load_from_disk(str(path))
+    return load_or_build(
+        task_cache_dir(name, seed=seed, sizes=sizes), meta, lambda: spec.loader(seed=seed, sizes=sizes),
+        save=_save_to_disk, load=lambda path: load_from_disk(str(path)), digest=content_digest,
+        split_sizes=lambda dsd: {k: len(v) for k, v in dsd.items()}, refresh=refresh,
+    )

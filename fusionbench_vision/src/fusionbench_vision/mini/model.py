@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from fusionbench_core.engine.expert_suite import (  # noqa: F401  (the suite's model API, re-exported)
+    CONFIG_FILE,
+    HEAD_FILE,
+    MODEL_FILE,
+    checkpoint_state,
+    head_state,
+    load_head,
+    new_head,
+    write_model_dir,
+)
 from torch import nn
 
 PREFIX = "vision_model."
-MODEL_FILE = "model.safetensors"
-HEAD_FILE = "head.safetensors"
-CONFIG_FILE = "config.json"
 
 
 def quiet_transformers() -> None:
@@ -68,12 +73,6 @@ def features(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return model(pixel_values=pixels).pooler_output
 
 
-def checkpoint_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The encoder's floating-point tensors under its own names, contiguous, on CPU."""
-    return {key: tensor.detach().to("cpu").contiguous().clone() for key, tensor in model.state_dict().items()
-            if tensor.is_floating_point()}
-
-
 def load_checkpoint_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
     """Load tensors into an encoder, with or without the ``vision_model.`` prefix; strict."""
     from fusionbench_core.errors import ShapeMismatchError
@@ -97,60 +96,6 @@ def load_checkpoint_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -
         raise ShapeMismatchError(f"the state lacks tensor '{missing[0]}' of the mini-vision encoder")
     model.load_state_dict(mapped, strict=False)
     return model
-
-
-def new_head(width: int, classes: int) -> nn.Linear:
-    """A zero-initialised linear head (its fit is deterministic and needs no seed)."""
-    head = nn.Linear(width, classes)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    return head
-
-
-def head_state(head: nn.Linear) -> dict[str, torch.Tensor]:
-    """``{"weight", "bias"}`` of a head, contiguous, on CPU."""
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in head.state_dict().items()}
-
-
-def load_head(path: Path) -> nn.Linear:
-    """A frozen head from a ``head.safetensors`` file."""
-    from safetensors.torch import load_file
-
-    state = load_file(str(path))
-    classes, width = state["weight"].shape
-    head = nn.Linear(width, classes)
-    head.load_state_dict(state)
-    head.requires_grad_(False)
-    return head.eval()
-
-
-def write_model_dir(directory: Path, config: Any, encoder_state: Mapping[str, torch.Tensor],
-                    head: Mapping[str, torch.Tensor] | None = None, extra: Mapping[str, Any] | None = None) -> None:
-    """Write ``config.json`` + ``model.safetensors`` (+ ``head.safetensors``, ``info.json``) atomically.
-
-    Everything goes to a temporary sibling directory that is renamed into place when complete, so a
-    build interrupted at any point leaves either the whole directory or none of it.
-    """
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        save_file(dict(encoder_state), str(tmp / MODEL_FILE), metadata={"format": "pt"})
-        config_dict = config.to_dict()
-        config_dict.pop("transformers_version", None)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
-        if head is not None:
-            save_file(dict(head), str(tmp / HEAD_FILE), metadata={"format": "pt"})
-        if extra is not None:
-            (tmp / "info.json").write_text(json.dumps(extra, indent=2, sort_keys=True) + "\n")
-        tmp.chmod(0o755)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.rename(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_config(directory: Path) -> Any:
