@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-# pytest's importlib mode names these modules 'fusionbench_nlp.tests.*' and registers a placeholder
-# 'fusionbench_nlp' package for them, which would hide the installed one: swap the real one in.
-_placeholder = sys.modules.get("fusionbench_nlp")
-if _placeholder is not None and not hasattr(_placeholder, "__version__"):
-    del sys.modules["fusionbench_nlp"]
-    import fusionbench_nlp  # noqa: E402,F401
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -13,8 +13,6 @@ import sys
 import numpy as np
 import pytest
 
-# pytest's importlib mode names this module 'fusionbench_nlp.tests.*' and may register a placeholder
-# namespace 'fusionbench_nlp' for it, which hides the installed package: drop it so the real one loads.
 if getattr(sys.modules.get("fusionbench_nlp"), "__file__", "") is None:
     del sys.modules["fusionbench_nlp"]
 

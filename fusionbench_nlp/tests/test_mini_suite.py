@@ -18,9 +18,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-_placeholder = sys.modules.get("fusionbench_nlp")
-if _placeholder is not None and not hasattr(_placeholder, "__version__"):
-    del sys.modules["fusionbench_nlp"]
 
 from fusionbench_core.protocols import PRETRAINED, DataModelPool, DataRequest, ModelPool, TaskPool  # noqa: E402
 from fusionbench_nlp.mini import build as mb  # noqa: E402

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-# pytest's importlib mode names these modules 'fusionbench_vision.tests.*' and registers a placeholder
-# 'fusionbench_vision' package for them, which would hide the installed one: swap the real one in.
-_placeholder = sys.modules.get("fusionbench_vision")
-if _placeholder is not None and not hasattr(_placeholder, "__version__"):
-    del sys.modules["fusionbench_vision"]
-    import fusionbench_vision  # noqa: E402,F401
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
