@@ -331,3 +331,52 @@ def test_fb_merge_from_a_pool_file_equals_fb_run_in_process(fb_cli, tiny_modelpo
     on_disk = load_dir(out)
     assert on_disk.keys() == in_memory.keys()
     assert all(torch.equal(on_disk[k], in_memory[k]) for k in in_memory)
+
+
+class _DirPool:
+    """A pool whose pretrained model has files on disk (config.json), as the suites' pools do."""
+
+    directory = None
+
+    def __init__(self, name="dir-pool"):
+        import torch
+
+        from fusionbench_core.engine.sources import StateDictSource
+
+        self.name = name
+        self._sources = {"_pretrained_": {"w": torch.zeros(3)}, "a": {"w": torch.ones(3)},
+                         "b": {"w": torch.full((3,), 3.0)}}
+        self._source = StateDictSource
+        self.model_names = ["a", "b"]
+        self.has_pretrained = True
+
+    def tensors(self, name):
+        return self._source(self._sources[name])
+
+    def model_dir(self, name):
+        return _DirPool.directory if name == "_pretrained_" else None
+
+
+class _DirPoolPlugin:
+    from fusionbench_core import hookimpl
+
+    @hookimpl
+    def register_modelpools(self, register):
+        register("dir-pool", _DirPool)
+
+
+def test_fb_merge_from_a_pool_copies_the_pretrained_config(fb_cli, tmp_path):
+    from safetensors.torch import load_file
+
+    from fusionbench_core.plugins import registered_plugin
+
+    _DirPool.directory = tmp_path / "base"
+    _DirPool.directory.mkdir()
+    (_DirPool.directory / "config.json").write_text('{"model_type": "toy"}')
+    with registered_plugin(_DirPoolPlugin(), "dir-pool-plugin"):
+        result = fb_cli("merge", "task_arithmetic", "-p", "dir-pool", "-s", "scaling_factor=0.5",
+                        "-o", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "config.json").read_text() == '{"model_type": "toy"}'
+    merged = load_file(str(tmp_path / "out" / "model.safetensors"))["w"]
+    assert merged.tolist() == [2.0, 2.0, 2.0]  # 0 + 0.5 * (1 + 3)

@@ -189,6 +189,10 @@ class ModelPool(Protocol):
     def build_model(self, state: Mapping[str, torch.Tensor]) -> Any:
         """A module of this pool's architecture carrying ``state`` (the fused weights)."""
 
+    # Optional: ``save_model(model, path)`` (for ``fb run --save-model``) and ``model_dir(name) -> Path | None``,
+    # the directory holding a model's files on disk (``fb merge -p`` copies config and tokenizer files from
+    # the pretrained one). Pools without them still run everything else.
+
 
 @runtime_checkable
 class DataModelPool(ModelPool, Protocol):

@@ -160,7 +160,9 @@ def merge_command(*, method: str, pretrained: Path | None, models: list[Path], m
         base = pool.tensors(PRETRAINED) if pool.has_pretrained else None
         names = list(pool.model_names)
         sources = [pool.tensors(n) for n in names]
-        base_dir = None
+        # Config and tokenizer files come from the pool's pretrained directory when it has one on disk.
+        model_dir = getattr(pool, "model_dir", None)
+        base_dir = model_dir(PRETRAINED) if callable(model_dir) and pool.has_pretrained else None
         labels = [f"{modelpool}:{n}" for n in names]
         base_label = f"{modelpool}:{PRETRAINED}"
     else:

@@ -411,6 +411,10 @@ class ExpertSuiteModelPool:
 
     # -- suite hooks
 
+    def model_dir(self, name: str) -> Path:
+        """Where ``name`` (or :data:`PRETRAINED`) lies on disk in the suite's store."""
+        return self._dir(name)
+
     def read_config(self, directory: Path) -> Any:
         """Suite hook: the backbone config saved in a model directory."""
         raise NotImplementedError
