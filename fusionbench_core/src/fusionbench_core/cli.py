@@ -176,8 +176,7 @@ def print_report(report: dict[str, Any]) -> None:
             if metric not in metrics:
                 metrics.append(metric)
     hp = ", ".join(f"{k}={v}" for k, v in report.get("hyperparameters", {}).items())
-    title = f"{report['method']}" + (f" ({hp})" if hp else "") + f" on {report['taskpool']['name']}"
-    table = Table(title=title)
+    table = Table(title=f"{report['method']} on {report['taskpool']['name']}", caption=hp or None)
     table.add_column("task")
     for metric in metrics:
         table.add_column(metric, justify="right")

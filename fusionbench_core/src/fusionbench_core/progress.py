@@ -33,7 +33,8 @@ def _enabled() -> bool:
 def _progress(*columns) -> Progress:
     console = Console(file=sys.stderr, stderr=True)
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), *columns, TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=True, disable=not _enabled())
+                    TimeRemainingColumn(), console=console, transient=True,
+                    disable=not (_enabled() and sys.stderr.isatty()))
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

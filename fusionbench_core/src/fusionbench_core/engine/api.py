@@ -54,7 +54,7 @@ def _merge_progress(total_bytes: int, n_tensors: int):
 
     @contextmanager
     def bar():
-        enabled = os.environ.get("FUSIONBENCH_PROGRESS", "1") != "0"
+        enabled = os.environ.get("FUSIONBENCH_PROGRESS", "1") != "0" and sys.stderr.isatty()
         columns = (TextColumn("[bold]merging"), BarColumn(),
                    TextColumn("{task.fields[done]}/{task.fields[tensors]} tensors"), DownloadColumn(),
                    TransferSpeedColumn(), TimeElapsedColumn(), TimeRemainingColumn())
