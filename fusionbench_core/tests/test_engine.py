@@ -380,3 +380,18 @@ def test_fb_merge_from_a_pool_copies_the_pretrained_config(fb_cli, tmp_path):
     assert (tmp_path / "out" / "config.json").read_text() == '{"model_type": "toy"}'
     merged = load_file(str(tmp_path / "out" / "model.safetensors"))["w"]
     assert merged.tolist() == [2.0, 2.0, 2.0]  # 0 + 0.5 * (1 + 3)
+
+
+def test_resolve_device_names_the_setting_in_its_errors():
+    import torch
+
+    from fusionbench_core.engine.devices import resolve_device
+    from fusionbench_core.errors import ConfigError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="^hyperparameter 'device': 'gpu0' is not a torch device$"):
+        resolve_device("gpu0", setting="hyperparameter 'device'")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="^option 'device' is 'cuda', but no CUDA device is available$"):
+            resolve_device("cuda")

@@ -8,20 +8,13 @@ from collections.abc import Iterator
 
 import torch
 
-from fusionbench_core.errors import ConfigError, ModelLoadError
+from fusionbench_core.engine.devices import resolve_device
+from fusionbench_core.errors import ModelLoadError
 
 
 def pick_device(name: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; anything else is a torch device string."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"option 'device': '{name}' is not a torch device") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"option 'device': '{name}' asked for, but CUDA is not available")
-    return device
+    """The device for option ``device`` (see :func:`fusionbench_core.engine.devices.resolve_device`)."""
+    return resolve_device(name)
 
 
 @contextlib.contextmanager

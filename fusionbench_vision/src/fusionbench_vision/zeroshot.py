@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fusionbench_core.engine.devices import resolve_device
 from fusionbench_core.hub import cache_dir
 from fusionbench_core.progress import track
 from fusionbench_core.protocols import task_logits
@@ -31,13 +32,6 @@ from .tasks import TaskSpec
 
 HEAD_BATCH = 256
 HEAD_VERSION = 1
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from fusionbench_core.errors import ConfigError, UnknownComponentError
+from fusionbench_core.engine.devices import resolve_device
 from fusionbench_core.protocols import PRETRAINED, DataRequest, EvaluationReport, TensorSource
 
 __all__ = [
@@ -89,7 +90,7 @@ def settings_fingerprint(code_version: int, settings: Any) -> str:
 
 def device() -> torch.device:
     """The GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device("auto")
 
 
 def task_seed(seed: int, task: str) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from fusionbench_core import DataModelPool, DataRequest
+from fusionbench_core.engine.devices import resolve_device as core_resolve_device
 from fusionbench_core.errors import ConfigError
 
 
@@ -57,16 +58,8 @@ def batch_length(inputs: Any) -> int:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"hyperparameter 'device': not a torch device: {device!r}") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"hyperparameter 'device' is {device!r}, but no CUDA device is available")
-    return resolved
+    """The device for hyperparameter ``device`` (``auto``: CUDA when available, else CPU)."""
+    return core_resolve_device(device, setting="hyperparameter 'device'")
 
 
 class CostMeter:
