@@ -10,6 +10,10 @@ On a machine without the sources (a GPU box), in three steps::
     python benchmarks/mini_results.py run --data .device-data --out results.json   # there
     python benchmarks/mini_results.py render results.json  # here: write docs/results/mini.md
 
+On a CPU, mini-text's full protocol takes hours per seed (about 2 minutes per scored backbone on 2
+cores); ``--validation-sweep --val-examples 200 --methods ...`` is the cheaper protocol used for
+``docs/results/mini.md``: λ swept on validation only, the selected λ and every other row on test.
+
 For every suite and seed: the pretrained model (each task scored with its head fitted on the
 pretrained features), each expert on its own task ("individual"), and every installed fusion
 method at its defaults; task arithmetic and TIES also over a λ sweep 0.1…1.0, their headline row
@@ -152,7 +156,14 @@ def accuracy_on(suite: str, model, tasks: list[str], split: str, pool) -> dict[s
     return {t: build.evaluate(model, pool.head(t), arrays(suite, t, split, limit), batch)["accuracy"] for t in tasks}
 
 
-def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log) -> dict[str, Any]:
+def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, validation_sweep: bool = False
+                 ) -> dict[str, Any]:
+    """Build one seed's experts and score every row on it.
+
+    ``validation_sweep`` is the cheaper protocol for a CPU (mini-text's full protocol is hours there):
+    swept settings are scored on validation only and only the selected one on test, the methods'
+    unswept defaults are skipped for swept methods, and every other row is scored on test only.
+    """
     import torch
 
     build, pool_mod, _ = suite_modules(suite)
@@ -166,24 +177,31 @@ def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log) -> 
     dev = build.device()
     tasks = list(profile.tasks)
     rows: dict[str, dict[str, Any]] = {}
+    plain_splits = ("test",) if validation_sweep else ("test", "validation")
 
-    def score(name: str, model, hyperparameters: dict | None = None, fuse_s: float = 0.0) -> None:
+    def score(name: str, model, hyperparameters: dict | None = None, fuse_s: float = 0.0,
+              splits: tuple[str, ...] = plain_splits) -> None:
         model = model.to(dev) if hasattr(model, "to") else model
         t0 = time.perf_counter()
-        rows[name] = {"test": accuracy_on(suite, model, tasks, "test", pool),
-                      "validation": accuracy_on(suite, model, tasks, "validation", pool),
-                      "hyperparameters": hyperparameters or {}, "fuse_s": round(fuse_s, 2),
-                      "eval_s": round(time.perf_counter() - t0, 2)}
+        row = rows.setdefault(name, {"hyperparameters": hyperparameters or {}, "fuse_s": round(fuse_s, 2)})
+        for split in splits:
+            row[split] = accuracy_on(suite, model, tasks, split, pool)
+        row["eval_s"] = round(row.get("eval_s", 0.0) + time.perf_counter() - t0, 2)
+        shown = {split: 100 * statistics.fmean(row[split].values()) for split in splits}
+        log(f"  {suite} seed {seed} {name}: " + ", ".join(f"{k} avg {v:.1f}" for k, v in shown.items())
+            + f", fuse {fuse_s:.1f} s, eval {row['eval_s']:.1f} s")
 
     score("pretrained", pool.load_model("_pretrained_"))
-    individual = {"test": {}, "validation": {}}
+    individual: dict[str, Any] = {split: {} for split in plain_splits}
     for task in tasks:
         expert = pool.load_model(task).to(dev)
-        for split in ("test", "validation"):
+        for split in plain_splits:
             individual[split].update(accuracy_on(suite, expert, [task], split, pool))
     rows["individual"] = {**individual, "hyperparameters": {}}
     for name, cls in methods:
-        settings = [{}] + ([{SWEPT[name]: lam} for lam in SWEEP] if name in SWEPT else [])
+        swept = name in SWEPT
+        settings = ([] if swept and validation_sweep else [{}]) + ([{SWEPT[name]: lam} for lam in SWEEP] if swept else [])
+        fused_models: dict[str, Any] = {}
         for hp in settings:
             label = name if not hp else f"{name}@{hp[SWEPT[name]]}"
             try:
@@ -192,14 +210,22 @@ def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log) -> 
                 torch.manual_seed(seed)
                 t0 = time.perf_counter()
                 fused = algorithm.run(pool)
-                score(label, fused, getattr(algorithm, "settings", hp), time.perf_counter() - t0)
+                in_sweep = bool(hp) and validation_sweep
+                score(label, fused, getattr(algorithm, "settings", hp), time.perf_counter() - t0,
+                      ("validation",) if in_sweep else plain_splits)
+                if in_sweep:
+                    fused_models[label] = fused
             except Exception as exc:  # noqa: BLE001 - a failing method is reported, not fatal
                 message = str(exc).splitlines()[0].split(". ")[0] if str(exc) else ""
                 rows[label] = {"error": f"{type(exc).__name__}: {message}"}
                 log(f"  {label}: {rows[label]['error']}")
                 if os.environ.get("FB_DEBUG") == "1":
                     traceback.print_exc()
-    return {"build_s": round(built_s, 1), "rows": rows, "build": summary}
+        if fused_models:
+            chosen = max(fused_models, key=lambda label: statistics.fmean(rows[label]["validation"].values()))
+            score(chosen, fused_models[chosen], rows[chosen]["hyperparameters"], rows[chosen]["fuse_s"], ("test",))
+    return {"build_s": round(built_s, 1), "rows": rows, "build": summary,
+            "protocol": "validation-sweep" if validation_sweep else "full", "validation_examples": VAL_EXAMPLES}
 
 
 def installed_methods() -> list[tuple[str, Any, str]]:
@@ -237,7 +263,8 @@ def run(args) -> Path:
             use_exported(Path(args.data), suite)
         results["suites"][suite] = {}
         for seed in args.seeds:
-            results["suites"][suite][str(seed)] = measure_seed(suite, seed, [(n, c) for n, c, _ in methods], log)
+            results["suites"][suite][str(seed)] = measure_seed(suite, seed, [(n, c) for n, c, _ in methods], log,
+                                                               validation_sweep=args.validation_sweep)
             out.write_text(json.dumps(results, indent=1))
     out.write_text(json.dumps(results, indent=1))
     return out
@@ -289,20 +316,21 @@ def _suite_section(suite: str, seeds: dict[str, Any], methods: dict[str, str]) -
     profile = build.PROFILES["full"]
     settings = ", ".join(f"{k}={v}" for k, v in vars(profile).items() if k not in ("name", "tasks", "tiny_backbone"))
     lines = [f"## {suite}", "", f"Full variant `{profile.name}-{profile.fingerprint()}` ({settings}). "
-             f"Seeds measured: {', '.join(seed_ids)}. Expert training time per seed on the device above "
-             "(pretrained and heads cached): " + ", ".join(f"{seeds[s]['build_s']:.0f} s" for s in seed_ids) + ".", ""]
+             f"Seeds measured: {', '.join(seed_ids)}. Build time per seed in this run on the device above "
+             "(pretrained model and heads cached; experts already in the cache are not retrained): "
+             + ", ".join(f"{seeds[s]['build_s']:.0f} s" for s in seed_ids) + ".", ""]
 
-    def row_values(label_of_seed) -> tuple[dict[str, list[float]], list[float]]:
+    def row_values(label_of_seed, split: str = "test") -> tuple[dict[str, list[float]], list[float]]:
         per_task: dict[str, list[float]] = {t: [] for t in tasks}
         means: list[float] = []
         for s in seed_ids:
             label = label_of_seed(s)
             row = seeds[s]["rows"].get(label) if label else None
-            if not row or "test" not in row:
+            if not row or split not in row:
                 continue
             for t in tasks:
-                per_task[t].append(row["test"][t])
-            means.append(statistics.fmean(row["test"][t] for t in tasks))
+                per_task[t].append(row[split][t])
+            means.append(statistics.fmean(row[split][t] for t in tasks))
         return per_task, means
 
     def best(name: str, s: str) -> str | None:
@@ -336,15 +364,22 @@ def _suite_section(suite: str, seeds: dict[str, Any], methods: dict[str, str]) -
         if errors:
             failures.append(f"- `{name}`: {'; '.join(sorted(e.split('. ')[0] for e in errors))}")
     lines += table + [""]
+    validation_sweep = any(seeds[s].get("protocol") == "validation-sweep" for s in seed_ids)
+    sweep_split = "validation" if validation_sweep else "test"
     sweep = ["| λ | " + " | ".join(f"{n} avg" for n in SWEPT if n in methods) + " |",
              "|---" * (1 + sum(n in methods for n in SWEPT)) + "|"]
     for lam in SWEEP:
         cells = []
         for name in SWEPT:
             if name in methods:
-                cells.append(_ms(row_values(lambda s, n=name: f"{n}@{lam}")[1]))
+                cells.append(_ms(row_values(lambda s, n=name: f"{n}@{lam}", sweep_split)[1]))
         sweep.append(f"| {lam} | " + " | ".join(cells) + " |")
-    lines += ["λ sweep (test average):", ""] + sweep + [""]
+    if validation_sweep:
+        examples = seeds[seed_ids[0]].get("validation_examples", VAL_EXAMPLES)
+        lines += [f"λ sweep (validation average, first {examples} validation examples per task; only the selected "
+                  "λ was scored on test):", ""] + sweep + [""]
+    else:
+        lines += ["λ sweep (test average):", ""] + sweep + [""]
     lines += _orderings(averages, methods)
     if failures:
         lines += ["", "Methods that failed on this suite:", ""] + failures
@@ -378,6 +413,7 @@ def _orderings(averages: dict[str, float], methods: dict[str, str]) -> list[str]
 
 
 def main() -> None:
+    global VAL_EXAMPLES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     p_export = sub.add_parser("export", help="write arrays, pretrained weights and heads for another machine")
@@ -394,8 +430,12 @@ def main() -> None:
         p.add_argument("--methods", nargs="*", help="only these methods (default: every installed one)")
         p.add_argument("--data", help="directory written by `export` (instead of the packaged sources)")
         p.add_argument("--out", default="mini-results.json", help="result JSON path")
+        p.add_argument("--validation-sweep", action="store_true",
+                       help="cheaper CPU protocol: λ sweeps scored on validation only, other rows on test only")
+        p.add_argument("--val-examples", type=int, default=VAL_EXAMPLES, help="validation examples per task")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "results" / "mini.md")
     args = parser.parse_args()
+    VAL_EXAMPLES = getattr(args, "val_examples", VAL_EXAMPLES)
     if args.command == "export":
         export(args.directory, args.suites)
     elif args.command == "run":

@@ -141,3 +141,18 @@ def test_missing_model_offline_names_the_model(nlp_env, fb_cli, monkeypatch, tmp
     assert "'gpt2'" in result.stderr and "FUSIONBENCH_MODEL_ROOT" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert Path(tmp_path).exists()
+
+
+@pytest.mark.parametrize("method", ["regmean", "regmean_plusplus"])
+def test_regmean_merges_the_conv1d_layers_of_gpt2(nlp_env, fb_cli, tmp_path, monkeypatch, method):
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    result = fb_cli("run", "-m", method, "-p", "gpt2-glue", "-s", "examples=8", "-s", "taskpool.tasks=cola,rte",
+                    "-s", "taskpool.max_examples=6", "-o", str(tmp_path / "run"), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert list(result.json["tasks"]) == ["cola", "rte"]
+    cost = result.json["cost"]
+    assert cost["forward_passes"] >= 8 * len(GPT2_TASKS)
+    if method == "regmean":  # 2 blocks × (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), all Conv1D
+        assert cost["linear_layers"] == 8
+    else:
+        assert cost["layer_groups"] == 2

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from fusionbench_core.tiny import TinyModelPool, TinySuite
 from fusionbench_data_methods.linear_statistics import conjugate_gradient, normal_equations, regmean_solve
 from fusionbench_data_methods.mats import MaTS
 from fusionbench_data_methods.regmean import RegMean
@@ -153,3 +156,62 @@ def test_regmean_plusplus_takes_later_grams_from_the_merged_model(tiny_modelpool
 def test_regmean_alpha_out_of_range_is_a_one_line_error(fb_cli, tmp_path):
     result = fb_cli("run", "-m", "regmean", "-p", "tiny", "--json", "-s", "alpha=2", "-o", str(tmp_path / "r"))
     assert result.exit_code == 1 and "alpha" in result.stderr + result.stdout
+
+
+class InputMajorLinear(nn.Module):
+    """``y = x W + b`` with ``W`` stored ``(in, out)`` and ``nf`` output features, as transformers' ``Conv1D``."""
+
+    def __init__(self, nf: int, nx: int):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.zeros(nx, nf, dtype=torch.float64))
+        self.bias = nn.Parameter(torch.zeros(nf, dtype=torch.float64))
+
+    def forward(self, x):
+        return x @ self.weight + self.bias
+
+
+def _transformers_conv1d(nf: int, nx: int) -> nn.Module:
+    conv1d = pytest.importorskip("transformers.pytorch_utils").Conv1D
+    return conv1d(nf, nx).double()
+
+
+def _input_major(model: nn.Sequential, make_layer) -> nn.Sequential:
+    """A copy of the tiny backbone whose ``nn.Linear`` layers store their weights input-major."""
+    model = copy.deepcopy(model)
+    for index, layer in enumerate(model):
+        if isinstance(layer, nn.Linear):
+            replacement = make_layer(layer.out_features, layer.in_features)
+            with torch.no_grad():
+                replacement.weight.copy_(layer.weight.T)
+                replacement.bias.copy_(layer.bias)
+            model[index] = replacement.requires_grad_(False)
+    return model
+
+
+class InputMajorPool(TinyModelPool):
+    """The tiny pool with every backbone linear stored input-major (GPT-2's layout)."""
+
+    def __init__(self, make_layer):
+        super().__init__("tiny-input-major")
+        suite = self.suite
+        self.suite = TinySuite(_input_major(suite.pretrained, make_layer),
+                               {name: _input_major(model, make_layer) for name, model in suite.finetuned.items()},
+                               suite.tasks)
+
+
+@pytest.mark.parametrize("make_layer", [InputMajorLinear, _transformers_conv1d], ids=["duck-typed", "transformers"])
+@pytest.mark.parametrize("method", [lambda: RegMean(alpha=0.8, examples=64),
+                                    lambda: MaTS(alpha=0.8, examples=64, iterations=3),
+                                    lambda: RegMeanPlusPlus(alpha=0.8, examples=64)],
+                         ids=["regmean", "mats", "regmean_plusplus"])
+def test_conv1d_layers_merge_like_the_same_nn_linear_layers(tiny_modelpool, make_layer, method):
+    linear = method().run(tiny_modelpool()).state_dict()
+    pool = InputMajorPool(make_layer)
+    algorithm = method()
+    merged = algorithm.run(pool).state_dict()
+    assert algorithm.cost["forward_passes"] > 0
+    for key, value in linear.items():
+        expected = value.T if key in ("0.weight", "3.weight") else value
+        torch.testing.assert_close(merged[key], expected, rtol=1e-9, atol=1e-10)
+        assert merged[key].is_contiguous()

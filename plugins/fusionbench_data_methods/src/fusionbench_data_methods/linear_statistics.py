@@ -1,9 +1,13 @@
-"""Gram matrices of every ``nn.Linear``'s inputs, and the two ways to merge with them.
+"""Gram matrices of every linear layer's inputs, and the two ways to merge with them.
 
 For a linear layer ``y = x Wᵀ + b`` (PyTorch stores ``W`` as ``(out, in)``) the statistic is
 ``G = XᵀX / n`` over all ``n`` input rows (tokens × examples). RegMean solves, per layer,
 ``(Σ G̃_i) W*ᵀ = Σ G̃_i W_iᵀ`` in closed form with ``G̃ = αG + (1-α)·diag(G)``; MaTS approaches the
 same system with a few conjugate-gradient steps from an initial merge.
+
+Linear layers are ``nn.Linear`` and the input-major ``Conv1D`` layers of GPT and GPT-2, which compute
+``y = x W + b`` with ``W`` stored ``(in, out)``; the solvers always see ``(out, in)`` weights, and an
+input-major layer's weights are transposed on the way in and out.
 """
 
 from __future__ import annotations
@@ -22,9 +26,26 @@ from .data_access import CostMeter, batch_length, request_with, require_data_poo
 from .statistics_cache import StatisticsCache, data_fingerprint, model_fingerprint
 
 
-def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` (subclasses included) of ``model`` by qualified name, in registration order."""
-    return {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+def is_input_major(module: nn.Module) -> bool:
+    """Whether ``module`` is a ``Conv1D``-style linear layer: ``y = x W + b`` with ``W`` stored ``(in, out)``.
+
+    Recognised by shape, not by import: a 2-D ``weight`` whose second dimension is the module's ``nf``
+    (output features), as in transformers' ``Conv1D`` (GPT, GPT-2).
+    """
+    weight = getattr(module, "weight", None)
+    return (not isinstance(module, nn.Linear) and isinstance(weight, torch.Tensor) and weight.dim() == 2
+            and getattr(module, "nf", None) == weight.shape[1])
+
+
+def linear_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every linear layer of ``model`` (``nn.Linear`` and subclasses, input-major ``Conv1D``), by qualified name."""
+    return {name: module for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) or is_input_major(module)}
+
+
+def as_out_in(tensor: torch.Tensor, input_major: bool) -> torch.Tensor:
+    """A linear layer's weight in ``(out, in)`` layout (transposed when the layer stores it input-major)."""
+    return tensor.T if input_major else tensor
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -38,16 +59,16 @@ class GramCollector:
     Use as a context manager; the hooks are removed on exit. :meth:`grams` returns ``XᵀX / n`` per layer.
     """
 
-    def __init__(self, layers: Mapping[str, nn.Linear]):
+    def __init__(self, layers: Mapping[str, nn.Module]):
         self.layers = dict(layers)
         self.sums: dict[str, torch.Tensor] = {}
         self.rows: dict[str, int] = {}
         self._handles: list[Any] = []
 
     def _hook(self, name: str):
-        def hook(module: nn.Linear, args: tuple[Any, ...]) -> None:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0].detach()
-            rows = x.reshape(-1, module.in_features).to(accumulation_dtype(x.dtype))
+            rows = x.reshape(-1, x.shape[-1]).to(accumulation_dtype(x.dtype))
             gram = rows.T @ rows
             self.sums[name] = gram if name not in self.sums else self.sums[name].add_(gram)
             self.rows[name] = self.rows.get(name, 0) + rows.shape[0]
@@ -90,7 +111,8 @@ def model_grams(modelpool: Any, name: str, batches: list[tuple[Any, Any]], meter
         model.eval()
         layers = linear_layers(model)
         if not layers:
-            raise ConfigError(f"model '{name}' of pool '{modelpool.name}' has no nn.Linear layer to take Grams of")
+            raise ConfigError(f"model '{name}' of pool '{modelpool.name}' has no linear layer (nn.Linear or Conv1D) "
+                              "to take Grams of")
         with GramCollector(layers) as collector, torch.no_grad():
             for inputs, _ in batches:
                 modelpool.logits(name, model, inputs)
@@ -198,8 +220,10 @@ def merge_state(sources: Sequence[Any], keys: Sequence[str], solved: Mapping[str
 
 
 def merge_with_grams(algorithm: Any, modelpool: Any, solve: Any) -> nn.Module:
-    """RegMean's and MaTS's shared run: Grams per model, ``solve(key, grams, tensors)`` per linear weight.
+    """RegMean's and MaTS's shared run: Grams per model, ``solve(key, grams, tensors, orient)`` per linear weight.
 
+    ``tensors`` are the models' weights in ``(out, in)`` layout and the solution is returned in it;
+    ``orient`` turns another tensor of the same key (a pretrained weight) into that layout.
     ``algorithm`` provides ``name``, ``data``, ``examples``, ``batch_size`` and ``cache``; its ``cost``
     is filled. Model ``i``'s Grams come from the task of the same name.
     """
@@ -216,17 +240,21 @@ def merge_with_grams(algorithm: Any, modelpool: Any, solve: Any) -> nn.Module:
     sources = [pool.tensors(name) for name in names]
     keys = check_same_keys(dict(zip(names, sources, strict=True)))
     layers = gram_layers(grams)
+    input_major = {name for name, module in linear_layers(pool.load_model(names[0])).items() if is_input_major(module)}
     solved = {}
     for layer in layers:
         key = weight_key(layer)
         if key not in keys:
             raise ConfigError(f"model pool '{pool.name}': linear layer '{layer}' has no tensor '{key}' in its weights")
-        solved[key] = _layer_solver(solve, key, [g[layer] for g in grams])
+        solved[key] = _layer_solver(solve, key, [g[layer] for g in grams], layer in input_major)
     state = merge_state(sources, keys, solved)
     meter.extra.update({"statistics_cache_hits": cache.hits, "linear_layers": len(layers)})
     algorithm.cost = meter.as_dict()
     return pool.build_model(state)
 
 
-def _layer_solver(solve: Any, key: str, grams: list[torch.Tensor]) -> Any:
-    return lambda tensors: solve(key, grams, tensors)
+def _layer_solver(solve: Any, key: str, grams: list[torch.Tensor], input_major: bool) -> Any:
+    def orient(tensor: torch.Tensor) -> torch.Tensor:
+        return as_out_in(tensor, input_major)
+
+    return lambda tensors: orient(solve(key, grams, [orient(t) for t in tensors], orient)).contiguous()

@@ -7,7 +7,7 @@ from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Require
 
 
 class MaTS(BaseAlgorithm):
-    """``iterations`` conjugate-gradient steps on ``(Σ G̃_i) Wᵀ = Σ G̃_i W_iᵀ`` for every ``nn.Linear``.
+    """``iterations`` conjugate-gradient steps on ``(Σ G̃_i) Wᵀ = Σ G̃_i W_iᵀ`` for every linear layer.
 
     The start is the task-arithmetic merge ``θ₀ + λ Σ τ_i`` (λ = ``init_scaling_factor``); with enough
     iterations CG reaches RegMean's closed form (same ``alpha``). Parameters without Gram statistics
@@ -41,8 +41,8 @@ class MaTS(BaseAlgorithm):
         base = modelpool.tensors(PRETRAINED)
         lam, alpha, iterations = self.init_scaling_factor, self.alpha, self.iterations
 
-        def solve(key, grams, tensors):
-            theta0 = base.get(key)
+        def solve(key, grams, tensors, orient):
+            theta0 = orient(base.get(key))
             theta0 = theta0.to(accumulation_dtype(theta0.dtype))
             start = theta0 + lam * sum(t - theta0 for t in tensors)
             lhs, rhs, _ = normal_equations(grams, tensors, alpha)

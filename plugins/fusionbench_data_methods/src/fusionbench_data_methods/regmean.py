@@ -8,13 +8,13 @@ from fusionbench_core.errors import ConfigError
 
 
 class RegMean(BaseAlgorithm):
-    """Regression-mean merging of every ``nn.Linear`` weight from Gram matrices of its inputs.
+    """Regression-mean merging of every linear weight (``nn.Linear``, GPT-2's ``Conv1D``) from Gram matrices of its inputs.
 
     Each model's Grams ``G_i = X_iᵀX_i / n`` are taken on its own task's training inputs (labels are
     not needed), cached on disk by model content and data, so a sweep over ``alpha`` runs the
     forward passes once. Off-diagonal entries are scaled by ``alpha`` before the closed-form solve;
     ``alpha = 1`` is the exact regression solution, ``alpha = 0`` a per-input-feature weighted
-    average. Biases, norms, embeddings and any layer that is not an ``nn.Linear`` get the plain mean.
+    average. Biases, norms, embeddings and any other layer get the plain mean.
     Needs no pretrained model.
     """
 
@@ -35,7 +35,7 @@ class RegMean(BaseAlgorithm):
         alpha = self.alpha
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"hyperparameter 'regmean.alpha' must lie in [0, 1], got {alpha}")
-        return merge_with_grams(self, modelpool, lambda key, grams, tensors: regmean_solve(grams, tensors, alpha))
+        return merge_with_grams(self, modelpool, lambda key, grams, tensors, orient: regmean_solve(grams, tensors, alpha))
 
 
 @hookimpl

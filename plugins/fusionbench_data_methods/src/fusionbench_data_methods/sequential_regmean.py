@@ -2,7 +2,7 @@
 
 The backbone's layers are visited in execution order, found by one hooked probe forward pass. Layers
 are grouped by the elements of the backbone's longest ``nn.ModuleList`` (the transformer blocks; within
-a block each model keeps its own weights, as in the block-wise reference), and every ``nn.Linear``
+a block each model keeps its own weights, as in the block-wise reference), and every linear layer
 outside such a list is a group of its own. Before the Grams of group ``g`` are taken, every module that
 finished running before ``g`` starts (embeddings, earlier blocks, norms, earlier linears) is replaced in
 every model by its merged value, so model ``i``'s inputs to ``g`` are those the merged model produces on
@@ -22,7 +22,8 @@ from fusionbench_core.progress import track
 from fusionbench_core.protocols import check_same_keys
 
 from .data_access import CostMeter, batch_length, request_with, require_data_pool
-from .linear_statistics import GramCollector, accumulation_dtype, draw_batches, linear_layers, regmean_solve, weight_key
+from .linear_statistics import (GramCollector, accumulation_dtype, as_out_in, draw_batches, is_input_major,
+                                linear_layers, regmean_solve, weight_key)
 
 
 class _StopForward(Exception):
@@ -107,7 +108,7 @@ def regmean_plusplus(algorithm: Any, modelpool: Any) -> nn.Module:
     linears = linear_layers(models[0])
     groups = layer_groups(models[0], list(linears), starts)
     if not groups:
-        raise ConfigError(f"model pool '{pool.name}': no nn.Linear layer ran in a forward pass")
+        raise ConfigError(f"model pool '{pool.name}': no linear layer (nn.Linear or Conv1D) ran in a forward pass")
 
     merged: dict[str, torch.Tensor] = {}
 
@@ -137,8 +138,10 @@ def regmean_plusplus(algorithm: Any, modelpool: Any) -> nn.Module:
                 key = weight_key(layer)
                 first = sources[0].get(key)
                 work = accumulation_dtype(first.dtype)
-                tensors = [source.get(key).to(work) for source in sources]
-                merged[key] = regmean_solve([g[layer] for g in grams], tensors, algorithm.alpha).to(first.dtype)
+                input_major = is_input_major(linears[layer])
+                tensors = [as_out_in(source.get(key).to(work), input_major) for source in sources]
+                solution = regmean_solve([g[layer] for g in grams], tensors, algorithm.alpha)
+                merged[key] = as_out_in(solution, input_major).contiguous().to(first.dtype)
     state = {key: merged[key] if key in merged else mean_of(key) for key in keys}
     meter.extra["layer_groups"] = len(groups)
     algorithm.cost = meter.as_dict()
