@@ -156,13 +156,15 @@ def accuracy_on(suite: str, model, tasks: list[str], split: str, pool) -> dict[s
     return {t: build.evaluate(model, pool.head(t), arrays(suite, t, split, limit), batch)["accuracy"] for t in tasks}
 
 
-def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, validation_sweep: bool = False
-                 ) -> dict[str, Any]:
+def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, validation_sweep: bool = False,
+                 reference_rows: bool = True) -> dict[str, Any]:
     """Build one seed's experts and score every row on it.
 
     ``validation_sweep`` is the cheaper protocol for a CPU (mini-text's full protocol is hours there):
     swept settings are scored on validation only and only the selected one on test, the methods'
     unswept defaults are skipped for swept methods, and every other row is scored on test only.
+    Without ``reference_rows`` the pretrained and individual rows are left out (to add methods to an
+    earlier run's results with :func:`merge_results`).
     """
     import torch
 
@@ -191,13 +193,14 @@ def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, 
         log(f"  {suite} seed {seed} {name}: " + ", ".join(f"{k} avg {v:.1f}" for k, v in shown.items())
             + f", fuse {fuse_s:.1f} s, eval {row['eval_s']:.1f} s")
 
-    score("pretrained", pool.load_model("_pretrained_"))
-    individual: dict[str, Any] = {split: {} for split in plain_splits}
-    for task in tasks:
-        expert = pool.load_model(task).to(dev)
-        for split in plain_splits:
-            individual[split].update(accuracy_on(suite, expert, [task], split, pool))
-    rows["individual"] = {**individual, "hyperparameters": {}}
+    if reference_rows:
+        score("pretrained", pool.load_model("_pretrained_"))
+        individual: dict[str, Any] = {split: {} for split in plain_splits}
+        for task in tasks:
+            expert = pool.load_model(task).to(dev)
+            for split in plain_splits:
+                individual[split].update(accuracy_on(suite, expert, [task], split, pool))
+        rows["individual"] = {**individual, "hyperparameters": {}}
     for name, cls in methods:
         swept = name in SWEPT
         settings = ([] if swept and validation_sweep else [{}]) + ([{SWEPT[name]: lam} for lam in SWEEP] if swept else [])
@@ -226,6 +229,29 @@ def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, 
             score(chosen, fused_models[chosen], rows[chosen]["hyperparameters"], rows[chosen]["fuse_s"], ("test",))
     return {"build_s": round(built_s, 1), "rows": rows, "build": summary,
             "protocol": "validation-sweep" if validation_sweep else "full", "validation_examples": VAL_EXAMPLES}
+
+
+def merge_results(base: Path, additions: list[Path], output: Path) -> None:
+    """Add the rows of ``additions`` (same suites and seeds, e.g. a ``--skip-reference`` run) to ``base``.
+
+    A row of ``base`` is replaced only where it is missing or records an error; measured rows are kept.
+    """
+    merged = json.loads(Path(base).read_text())
+    for path in additions:
+        extra = json.loads(Path(path).read_text())
+        merged["methods"].update(extra["methods"])
+        for suite, seeds in extra["suites"].items():
+            for seed, result in seeds.items():
+                target = merged["suites"].get(suite, {}).get(seed)
+                if target is None:
+                    raise SystemExit(f"{path}: {suite} seed {seed} is not in {base}")
+                for label, row in result["rows"].items():
+                    if label not in target["rows"] or "error" in target["rows"][label]:
+                        target["rows"][label] = row
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(json.dumps(merged, indent=1))
+    os.replace(tmp, output)
+    print(f"wrote {output}")
 
 
 def installed_methods() -> list[tuple[str, Any, str]]:
@@ -264,7 +290,8 @@ def run(args) -> Path:
         results["suites"][suite] = {}
         for seed in args.seeds:
             results["suites"][suite][str(seed)] = measure_seed(suite, seed, [(n, c) for n, c, _ in methods], log,
-                                                               validation_sweep=args.validation_sweep)
+                                                               validation_sweep=args.validation_sweep,
+                                                               reference_rows=not args.skip_reference)
             out.write_text(json.dumps(results, indent=1))
     out.write_text(json.dumps(results, indent=1))
     return out
@@ -355,7 +382,8 @@ def _suite_section(suite: str, seeds: dict[str, Any], methods: dict[str, str]) -
         if name in SWEPT:
             chosen = [best(name, s) for s in seed_ids]
             lams = [c.split("@")[1] for c in chosen if c]
-            lam = max(set(lams), key=lams.count) if lams else "?"
+            top = max((lams.count(v) for v in lams), default=0)
+            lam = "/".join(sorted({v for v in lams if lams.count(v) == top}, key=float)) if lams else "?"
             add(f"{name} (λ={lam}, val-selected)", lambda s, n=name: best(n, s))
             add(f"{name} (default)", lambda s, n=name: n)
         else:
@@ -420,6 +448,10 @@ def main() -> None:
     p_export.add_argument("directory", type=Path)
     p_export.add_argument("--suites", nargs="+", default=list(SUITES))
     p_run = sub.add_parser("run", help="build the seeds and evaluate every method; writes JSON")
+    p_merge = sub.add_parser("merge", help="add the method rows of other result files to a base result file")
+    p_merge.add_argument("base", type=Path)
+    p_merge.add_argument("additions", nargs="+", type=Path)
+    p_merge.add_argument("-o", "--output", type=Path, required=True)
     p_render = sub.add_parser("render", help="write the markdown table from result JSON files")
     p_render.add_argument("results", nargs="+", type=Path)
     p_render.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "results" / "mini.md")
@@ -433,6 +465,8 @@ def main() -> None:
         p.add_argument("--validation-sweep", action="store_true",
                        help="cheaper CPU protocol: λ sweeps scored on validation only, other rows on test only")
         p.add_argument("--val-examples", type=int, default=VAL_EXAMPLES, help="validation examples per task")
+        p.add_argument("--skip-reference", action="store_true",
+                       help="leave out the pretrained and individual rows (when adding methods to earlier results)")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "results" / "mini.md")
     args = parser.parse_args()
     VAL_EXAMPLES = getattr(args, "val_examples", VAL_EXAMPLES)
@@ -440,6 +474,8 @@ def main() -> None:
         export(args.directory, args.suites)
     elif args.command == "run":
         run(args)
+    elif args.command == "merge":
+        merge_results(args.base, args.additions, args.output)
     elif args.command == "render":
         render(args.results, args.output, args.note)
     else:
