@@ -231,14 +231,22 @@ def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, 
             "protocol": "validation-sweep" if validation_sweep else "full", "validation_examples": VAL_EXAMPLES}
 
 
+def _read_results(path: Path) -> dict[str, Any]:
+    """A result file written by ``run``; a one-line exit when it is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{path}: not a readable result file ({exc.__class__.__name__})") from None
+
+
 def merge_results(base: Path, additions: list[Path], output: Path) -> None:
     """Add the rows of ``additions`` (same suites and seeds, e.g. a ``--skip-reference`` run) to ``base``.
 
     A row of ``base`` is replaced only where it is missing or records an error; measured rows are kept.
     """
-    merged = json.loads(Path(base).read_text())
+    merged = _read_results(base)
     for path in additions:
-        extra = json.loads(Path(path).read_text())
+        extra = _read_results(path)
         merged["methods"].update(extra["methods"])
         for suite, seeds in extra["suites"].items():
             for seed, result in seeds.items():
@@ -449,9 +457,9 @@ def main() -> None:
     p_export.add_argument("--suites", nargs="+", default=list(SUITES))
     p_run = sub.add_parser("run", help="build the seeds and evaluate every method; writes JSON")
     p_merge = sub.add_parser("merge", help="add the method rows of other result files to a base result file")
-    p_merge.add_argument("base", type=Path)
-    p_merge.add_argument("additions", nargs="+", type=Path)
-    p_merge.add_argument("-o", "--output", type=Path, required=True)
+    p_merge.add_argument("base", type=Path, help="result JSON whose measured rows are kept")
+    p_merge.add_argument("additions", nargs="+", type=Path, help="result JSON files with rows to add")
+    p_merge.add_argument("-o", "--output", type=Path, required=True, help="merged result JSON to write")
     p_render = sub.add_parser("render", help="write the markdown table from result JSON files")
     p_render.add_argument("results", nargs="+", type=Path)
     p_render.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "results" / "mini.md")
