@@ -48,3 +48,23 @@ def test_method_plugins_know_no_modality(plugin):
 def test_vision_and_nlp_never_import_each_other():
     assert _offenders(ROOT / "fusionbench_vision" / "src", ("fusionbench_nlp",)) == []
     assert _offenders(ROOT / "fusionbench_nlp" / "src", ("fusionbench_vision",)) == []
+
+
+def test_core_outside_the_suite_kit_never_imports_it():
+    """The suite kit (``fusionbench_core.suitekit``) may import core and the engine, never the reverse."""
+    src = ROOT / "fusionbench_core" / "src"
+    kit = src / "fusionbench_core" / "suitekit"
+    offenders = []
+    for path in src.rglob("*.py"):
+        if kit in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module or ''}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            if any("suitekit" in name.split(".") for name in names):
+                offenders.append(f"{path.relative_to(ROOT)} imports the suite kit")
+    assert offenders == []
