@@ -51,8 +51,10 @@ def finetuned(base, seed, scale=0.1):
 
 BASE = random_state(100)
 MODELS = [finetuned(BASE, i) for i in range(3)]
-ALL_METHODS = ["simple_average", "weighted_average", "linear_interpolation", "task_arithmetic", "ties", "dare",
-               "dare_ties", "breadcrumbs", "della", "model_stock", "slerp", "magmax", "tsv_m", "iso_c", "iso_cts"]
+DISTRIBUTION = "fusionbench-methods"
+ALL_METHODS = sorted(entry.name for entry in get_host().registry("method").entries()
+                     if entry.distribution == DISTRIBUTION)
+"""Every method this distribution registers: a new one is tested without editing this file."""
 
 
 def close(a, b, tol=1e-10):
@@ -188,6 +190,68 @@ def test_ties_zero_sum_takes_the_model_majority_or_the_tensor_majority():
     assert close(model_level["b"], t(-2, -2, -2, -2, -2))
 
 
+def test_ties_zero_sign_plus_is_peft_and_mergekit_on_a_tied_count():
+    base = t(0, 0, 0, 0)
+    # Index 0: one model +3, one −1 → a tied count (sign_method=frequency); every other entry elects −,
+    # so the whole-model and the tensor majority are both −.
+    m1, m2 = t(3, -1, -1, -1), t(-1, -1, -1, -1)
+    # PEFT calculate_majority_sign_mask(method="frequency"): sign sum [0, −2, −2, −2] → majority [+, −, −, −]
+    # (sum >= 0 → +); disjoint_merge: index 0 keeps m1's 3 only.
+    freq = dict(density=1.0, scaling_factor=1.0, sign_method="frequency")
+    assert close(merge("ties", base, [m1, m2], zero_sign="plus", **freq), t(3, -2, -2, -2))
+    assert close(merge("ties", base, [m1, m2], zero_sign="plus", merge_func="mean", **freq), t(3, -1, -1, -1))
+    assert close(merge("ties", base, [m1, m2], zero_sign="model", **freq), t(-1, -2, -2, -2))
+    assert close(merge("ties", base, [m1, m2], zero_sign="tensor", **freq), t(-1, -2, -2, -2))
+    # Index 0 with cancelling mass (+2, −2) under sign_method=total: PEFT's sum [0, …] ≥ 0 → + as well.
+    p1, p2 = t(2, -1, -1, -1), t(-2, -1, -1, -1)
+    total = dict(density=1.0, scaling_factor=1.0)
+    assert close(merge("ties", base, [p1, p2], zero_sign="plus", **total), t(2, -2, -2, -2))
+    assert close(merge("ties", base, [p1, p2], zero_sign="model", **total), t(-2, -2, -2, -2))
+    # dare_ties (no drop) and della (keep probability 1) share the election and take the same choice.
+    assert close(merge("dare_ties", base, [m1, m2], drop_rate=0.0, zero_sign="plus", scaling_factor=1.0,
+                       sign_method="frequency"), t(3, -2, -2, -2))
+    assert close(merge("della", base, [p1, p2], density=1.0, epsilon=0.0, scaling_factor=1.0, zero_sign="plus"),
+                 t(2, -2, -2, -2))
+    assert close(merge("della", base, [p1, p2], density=1.0, epsilon=0.0, scaling_factor=1.0), t(-2, -2, -2, -2))
+
+
+# -- declared ranges -------------------------------------------------------------------------------
+
+UNBOUNDED = {"scaling_factor", "t"}
+"""Numeric hyperparameters that may take any real value (λ < 0 negates; linear_interpolation's t > 1 is ExPO)."""
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_every_numeric_hyperparameter_declares_its_range(name):
+    cls = get_host().registry("method").entry(name).load()
+    for hp in cls.hyperparameters:
+        if hp.type in (int, float) and not (hp.name in UNBOUNDED and name != "slerp"):
+            assert hp.range_text() is not None, f"{name}.{hp.name}"
+
+
+@pytest.mark.parametrize(("name", "option", "value", "range_text"), [
+    ("ties", "density", "2", "(0, 1]"), ("ties", "density", "0", "(0, 1]"), ("dare", "drop_rate", "1.5", "[0, 1)"),
+    ("dare", "drop_rate", "1", "[0, 1)"), ("dare_ties", "drop_rate", "-0.1", "[0, 1)"),
+    ("breadcrumbs", "gamma", "1", "[0, 1)"), ("della", "epsilon", "0.6", "[0, 0.5]"),
+    ("iso_cts", "common_space_fraction", "0", "(0, 1]"), ("slerp", "t", "1.5", "[0, 1]"),
+])
+def test_dry_run_rejects_out_of_range_values_in_one_line(fb_cli, name, option, value, range_text):
+    result = fb_cli("run", "-p", "tiny", "-m", name, "-s", f"{option}={value}", "--dry-run")
+    assert result.exit_code != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert f"{name}.{option}" in lines[0] and value in lines[0] and range_text in lines[0], lines[0]
+
+
+def test_della_checks_density_plus_minus_epsilon_when_constructed(fb_cli):
+    result = fb_cli("run", "-p", "tiny", "-m", "della", "-s", "density=0.9", "-s", "epsilon=0.2", "--dry-run")
+    assert result.exit_code != 0
+    assert "della.density" in result.stdout + result.stderr and "0.9 ± 0.2" in result.stdout + result.stderr
+    with pytest.raises(ConfigError, match="epsilon"):
+        method("della", density=0.1, epsilon=0.2)
+    assert fb_cli("run", "-p", "tiny", "-m", "ties", "-s", "density=1", "--dry-run").exit_code == 0
+
+
 # -- DARE ------------------------------------------------------------------------------------------
 
 
@@ -302,32 +366,67 @@ def test_iso_c_flattens_the_spectrum_of_the_sum():
     assert close(merged["a.bias"], merge("simple_average", None, MODELS)["a.bias"])
 
 
-def test_iso_cts_is_iso_c_with_a_full_common_space_and_isotropic_otherwise():
+def test_iso_cts_gives_the_remainder_of_the_rank_to_the_common_subspace():
+    from fusionbench_methods.iso_cts import subspace_sizes
+
+    # r = 10, T = 3, f = 0.5: ⌊0.5·10⌋ = 5, k_t = ⌊(10 − 5)/3⌋ = 1, k_c = 10 − 3·1 = 7 (5 + remainder 2)
+    assert subspace_sizes(10, 0.5, 3) == (7, 1)
+    # ViT-B (r = 768, f = 0.8 → ⌊614.4⌋ = 614): 8 tasks k_t = ⌊154/8⌋ = 19, 20 tasks k_t = ⌊154/20⌋ = 7
+    assert subspace_sizes(768, 0.8, 8) == (768 - 8 * 19, 19)
+    assert subspace_sizes(768, 0.8, 20) == (768 - 20 * 7, 7)
+    assert subspace_sizes(10, 1.0, 3) == (10, 0)
+
+
+def test_iso_cts_is_iso_c_with_a_full_common_space_and_isotropic_at_full_rank_otherwise():
     assert close(merge("iso_cts", BASE, MODELS, common_space_fraction=1.0), merge("iso_c", BASE, MODELS), 1e-10)
     gen = torch.Generator().manual_seed(4)
     base = torch.zeros(12, 10, dtype=D)
     models = [torch.randn(12, 10, generator=gen, dtype=D) for _ in range(3)]
-    delta = merge("iso_cts", base, models, common_space_fraction=0.6)
-    s = torch.linalg.svdvals(delta)
-    # rank 10: 6 common directions + 3 tasks × ⌊(10 − 6)/3⌋ = 9 directions, all with the same σ̄
-    assert close(s[:9], s[:9].mean().expand(9), 1e-10) and float(s[9]) < 1e-10
-    with pytest.raises(ConfigError, match="common_space_fraction"):
+    for fraction in (0.5, 0.6):
+        delta = merge("iso_cts", base, models, common_space_fraction=fraction)
+        s = torch.linalg.svdvals(delta)
+        # all r = 10 directions survive (7 + 3·1 at f = 0.5, 7 + 3·1 at f = 0.6), with one flat σ̄
+        assert s.numel() == 10 and float(s.min()) > 1e-6, fraction
+        assert close(s, s.mean().expand(10), 1e-10), fraction
+    with pytest.raises(ConfigError, match=r"common_space_fraction.*\(0, 1\]"):
         merge("iso_cts", BASE, MODELS, common_space_fraction=0.0)
 
 
 # -- through the CLI -------------------------------------------------------------------------------
 
 
+def n_models(name):
+    return 2 if name == "slerp" else 3
+
+
+def test_the_method_list_comes_from_the_registry():
+    assert {"task_arithmetic", "ties", "dare", "iso_cts", "slerp"} <= set(ALL_METHODS) and len(ALL_METHODS) >= 15
+
+
+@pytest.mark.parametrize("name", ["task_arithmetic", "ties"])
+def test_task_arithmetic_and_ties_beat_the_pretrained_model_on_the_tiny_suite(name, tiny_modelpool, tiny_taskpool):
+    from fusionbench_core.protocols import PRETRAINED
+
+    pool, tasks = tiny_modelpool(), tiny_taskpool()
+    pretrained = tasks.evaluate(pool.load_model(PRETRAINED)).average["accuracy"]
+    merged = tasks.evaluate(method(name).run(pool)).average["accuracy"]
+    assert merged > pretrained + 0.1  # measured: 0.56 (task arithmetic), 0.57 (ties) against 0.39
+
+
 @pytest.mark.parametrize("name", ALL_METHODS)
-def test_every_method_runs_through_fb_run_on_the_tiny_suite(fb_cli, tmp_path, name):
+def test_every_method_runs_through_fb_run_on_the_tiny_suite(fb_cli, tmp_path, name, tiny_modelpool, tiny_taskpool):
+    """The report's scores are those of the same merge done in memory (settings, seed and pools reach the method)."""
     args = ["run", "-m", name, "-p", "tiny", "--json", "-o", str(tmp_path / "run")]
     if name == "slerp":
         args += ["-s", "modelpool.n_models=2", "-s", "taskpool.n_models=2"]
     result = fb_cli(*args)
     assert result.exit_code == 0, result.stdout + result.stderr
     report = result.json
-    accuracy = report.get("average", report.get("evaluation", {}).get("average", {})).get("accuracy")
-    assert accuracy is not None and 0.0 <= accuracy <= 1.0
+    assert report["method"] == name and set(report["tasks"]) == {f"task{i}" for i in range(n_models(name))}
+    in_memory = tiny_taskpool(n_models(name)).evaluate(method(name).run(tiny_modelpool(n_models(name))))
+    assert report["average"]["accuracy"] == pytest.approx(in_memory.average["accuracy"], abs=1e-12)
+    for task, metrics in in_memory.tasks.items():
+        assert report["tasks"][task] == pytest.approx(metrics, abs=1e-9), task
 
 
 def save_dir(path, tensors):

@@ -115,8 +115,8 @@ class TensorwiseAlgorithm(BaseAlgorithm):
     block: Block | None = None
     """The block being merged (set by the engine before each :meth:`merge_tensor` call)."""
 
-    engine: EngineOptions = EngineOptions()
-    """The engine options of the current merge (set by :func:`merge_sources`)."""
+    engine: EngineOptions | None = None
+    """The engine options of the current merge (set on the instance by :func:`merge_sources`)."""
 
     def prepare(self, pretrained: TensorSource | None, models: Sequence[TensorSource], keys: list[str]) -> None:
         """A first pass over the checkpoints before merging (default: nothing)."""
@@ -142,10 +142,15 @@ class TensorwiseAlgorithm(BaseAlgorithm):
         gen.manual_seed((self.seed * 1_000_003 + zlib.crc32(f"{key}#{index}".encode())) % (2**63))
         return gen
 
-    def scan_deltas(self, pretrained: TensorSource, models: Sequence[TensorSource], keys: Sequence[str]
-                    ) -> Iterator[tuple[Block, int, torch.Tensor]]:
-        """Stream ``(block, model_index, τ_i block)`` over the floating tensors, for :meth:`prepare` passes."""
-        yield from _scan_deltas(pretrained, models, keys, self.engine, self.chunkable)
+    def scan_deltas(self, pretrained: TensorSource, models: Sequence[TensorSource], keys: Sequence[str], *,
+                    chunked: bool | None = None) -> Iterator[tuple[Block, int, torch.Tensor]]:
+        """Stream ``(block, model_index, τ_i block)`` over the floating tensors, for :meth:`prepare` passes.
+
+        Tensors come in row blocks when ``chunked`` (default: :attr:`chunkable`), else whole; block
+        size, device and prefetching follow the current merge's :attr:`engine` options.
+        """
+        options = self.engine if self.engine is not None else EngineOptions()
+        yield from _scan_deltas(pretrained, models, keys, options, self.chunkable if chunked is None else chunked)
 
     def run(self, modelpool: ModelPool) -> Any:
         """Merge the pool's models in memory and return a module carrying the result."""

@@ -7,6 +7,8 @@ import math
 from fusionbench_core import Hyperparameter, Requirement, hookimpl
 from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
 
+from fusionbench_methods._params import density, scaling_factor
+
 
 class Breadcrumbs(TensorwiseAlgorithm):
     """Per tensor (layer) and model, rank |τ_i|; zero the top ⌊γ·n⌋ (outliers), keep the next ⌊d·n⌋
@@ -21,17 +23,11 @@ class Breadcrumbs(TensorwiseAlgorithm):
     requirement = Requirement.DATA_FREE
     inplace_inputs = False
     hyperparameters = (
-        Hyperparameter("scaling_factor", float, 0.3, "λ applied to the summed masked task vectors"),
-        Hyperparameter("density", float, 0.9, "d, fraction of each tensor's entries kept"),
-        Hyperparameter("gamma", float, 0.01, "γ, fraction of largest-magnitude entries (outliers) dropped"),
+        scaling_factor(0.3, "λ applied to the summed masked task vectors"),
+        density(0.9, "d, fraction of each tensor's entries kept"),
+        Hyperparameter("gamma", float, 0.01, "γ, fraction of largest-magnitude entries (outliers) dropped",
+                       minimum=0.0, maximum=1.0, maximum_exclusive=True),
     )
-
-    def prepare(self, pretrained, models, keys):
-        """Validate d and γ."""
-        from fusionbench_methods.ties import check_density
-
-        check_density(self.name, self.density)
-        check_density(self.name, self.gamma, "gamma")
 
     def mask(self, delta):
         """Keep mask of one task-vector tensor (exact counts, see the class docstring)."""

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from fusionbench_core import Hyperparameter, Requirement, hookimpl
+from fusionbench_core import Requirement, hookimpl
 from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
-from fusionbench_core.errors import ConfigError
 
-
-def check_drop_rate(owner: str, value: float) -> None:
-    """Raise unless 0 ≤ p < 1."""
-    if not 0.0 <= value < 1.0:
-        raise ConfigError(f"hyperparameter '{owner}.drop_rate' must lie in [0, 1), got {value}")
+from fusionbench_methods._params import DROP_RATE, RESCALE, scaling_factor
 
 
 class Dare(TensorwiseAlgorithm):
@@ -27,20 +22,15 @@ class Dare(TensorwiseAlgorithm):
     inplace_inputs = False
     gpu_worthwhile = False
     hyperparameters = (
-        Hyperparameter("scaling_factor", float, 0.3, "λ applied to the summed dropped task vectors"),
-        Hyperparameter("drop_rate", float, 0.5, "p, the probability of dropping each entry"),
-        Hyperparameter("rescale", str, "inverse", "Survivor rescaling: 1/(1-p) (paper), l1 (mergekit), none",
-                       choices=("inverse", "l1", "none")),
+        scaling_factor(0.3, "λ applied to the summed dropped task vectors"),
+        DROP_RATE,
+        RESCALE,
     )
 
     @property
     def chunkable(self) -> bool:
         """Row blocks, except L1 rescaling, which needs the whole tensor's norm."""
         return self.rescale != "l1"
-
-    def prepare(self, pretrained, models, keys):
-        """Validate p."""
-        check_drop_rate(self.name, self.drop_rate)
 
     def merge_tensor(self, key, pretrained, models):
         """Drop, rescale and sum the task vectors one model at a time."""

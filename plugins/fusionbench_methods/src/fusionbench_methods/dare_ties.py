@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from fusionbench_core import Hyperparameter, Requirement, hookimpl
+from fusionbench_core import Requirement, hookimpl
 from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
+
+from fusionbench_methods._params import DROP_RATE, RESCALE, SIGN_METHOD, ZERO_SIGN, merge_func, scaling_factor
 
 
 class DareTies(TensorwiseAlgorithm):
@@ -18,15 +20,12 @@ class DareTies(TensorwiseAlgorithm):
     inplace_inputs = False
     gpu_worthwhile = False
     hyperparameters = (
-        Hyperparameter("scaling_factor", float, 0.3, "λ applied to the merged task vector"),
-        Hyperparameter("drop_rate", float, 0.5, "p, the probability of dropping each entry"),
-        Hyperparameter("rescale", str, "inverse", "Survivor rescaling: 1/(1-p) (paper), l1 (mergekit), none",
-                       choices=("inverse", "l1", "none")),
-        Hyperparameter("merge_func", str, "sum", "Disjoint sum or disjoint mean", choices=("sum", "mean")),
-        Hyperparameter("sign_method", str, "total", "Elect by total mass (paper) or by count (PEFT 'frequency')",
-                       choices=("total", "frequency")),
-        Hyperparameter("zero_sign", str, "model", "Sign for tied elections: whole-model or tensor majority",
-                       choices=("model", "tensor")),
+        scaling_factor(0.3, "λ applied to the merged task vector"),
+        DROP_RATE,
+        RESCALE,
+        merge_func(),
+        SIGN_METHOD,
+        ZERO_SIGN,
     )
 
     @property
@@ -35,11 +34,9 @@ class DareTies(TensorwiseAlgorithm):
         return self.rescale != "l1" and self.zero_sign != "tensor"
 
     def prepare(self, pretrained, models, keys):
-        """Validate p; start the model-wide sign tally."""
-        from fusionbench_methods.dare import check_drop_rate
+        """Start the model-wide sign tally."""
         from fusionbench_methods.sign_consensus import ModelMajority
 
-        check_drop_rate(self.name, self.drop_rate)
         self._majority = ModelMajority()
 
     def merge_tensor(self, key, pretrained, models):

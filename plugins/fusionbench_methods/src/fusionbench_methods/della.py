@@ -6,6 +6,8 @@ from fusionbench_core import Hyperparameter, Requirement, hookimpl
 from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
 from fusionbench_core.errors import ConfigError
 
+from fusionbench_methods._params import ZERO_SIGN, density, merge_func, scaling_factor
+
 
 def keep_probabilities(delta, density: float, epsilon: float):
     """Per row, q = (d − ε) + 2ε·rank/(n − 1), rank 0 for the smallest |τ| (q = d for a 1-entry row).
@@ -32,31 +34,42 @@ class Della(TensorwiseAlgorithm):
     For each model and row of each tensor, keep entry j with probability q_j (see
     :func:`keep_probabilities`: in [d − ε, d + ε], rising with |τ|), rescale survivors by 1/q_j
     (the paper; ``rescale=false`` keeps them as they are), then either TIES' sign election and
-    disjoint merge (``sign_consensus=true``, mergekit's ``della``) or a plain sum (``della_linear``),
-    and θ = θ₀ + λ·τ_m. Seeded per tensor. Row blocks, constant memory in the number of models.
+    disjoint merge (``sign_consensus=true``, mergekit's ``della``; tied elections as ``zero_sign``
+    says, see :mod:`fusionbench_methods.sign_consensus`) or a plain sum (``della_linear``),
+    and θ = θ₀ + λ·τ_m. Seeded per tensor. Row blocks (unless ``zero_sign=tensor``), constant memory
+    in the number of models.
     Defaults d = 0.7, ε = 0.15 (mergekit's ε), λ = 0.3 (as task arithmetic) are our choices.
     """
 
     name = "della"
     requirement = Requirement.DATA_FREE
     inplace_inputs = False
-    chunkable = True
     hyperparameters = (
-        Hyperparameter("scaling_factor", float, 0.3, "λ applied to the merged task vector"),
-        Hyperparameter("density", float, 0.7, "d, the mean keep probability"),
-        Hyperparameter("epsilon", float, 0.15, "ε, half-width of the keep probabilities around d"),
+        scaling_factor(0.3, "λ applied to the merged task vector"),
+        density(0.7, "d, the mean keep probability"),
+        Hyperparameter("epsilon", float, 0.15, "ε, half-width of the keep probabilities around d",
+                       minimum=0.0, maximum=0.5),
         Hyperparameter("rescale", bool, True, "Divide survivors by their keep probability (paper)"),
         Hyperparameter("sign_consensus", bool, True, "TIES election + disjoint merge (della) or plain sum (della_linear)"),
-        Hyperparameter("merge_func", str, "sum", "Disjoint sum or mean (with sign_consensus)", choices=("sum", "mean")),
+        merge_func("Disjoint sum or mean (with sign_consensus)"),
+        ZERO_SIGN,
     )
 
-    def prepare(self, pretrained, models, keys):
-        """Check that [d − ε, d + ε] is a probability range."""
-        from fusionbench_methods.sign_consensus import ModelMajority
+    @property
+    def chunkable(self) -> bool:
+        """Row blocks, unless the zero-sign fallback needs a whole tensor's election."""
+        return not (self.sign_consensus and self.zero_sign == "tensor")
 
-        if self.epsilon < 0 or self.density - self.epsilon < 0 or self.density + self.epsilon > 1:
+    def validate(self) -> None:
+        """Check that [d − ε, d + ε] is a probability range (a cross-field check, run at construction)."""
+        if self.density - self.epsilon < 0 or self.density + self.epsilon > 1:
             raise ConfigError(f"hyperparameters 'della.density' ± 'della.epsilon' must stay in [0, 1], "
                               f"got {self.density} ± {self.epsilon}")
+
+    def prepare(self, pretrained, models, keys):
+        """Start the model-wide sign tally."""
+        from fusionbench_methods.sign_consensus import ModelMajority
+
         self._majority = ModelMajority()
 
     def merge_tensor(self, key, pretrained, models):
@@ -83,7 +96,7 @@ class Della(TensorwiseAlgorithm):
         if not self.sign_consensus:
             return total.mul_(self.scaling_factor).add_(pretrained)
         return consensus_merge(self, key, pretrained, consensus, sign_method="total", merge_func=self.merge_func,
-                               zero_sign="model", scaling_factor=self.scaling_factor, majority=self._majority)
+                               zero_sign=self.zero_sign, scaling_factor=self.scaling_factor, majority=self._majority)
 
     def finalize(self):
         """Patches for tied elections when the model-wide majority is negative."""

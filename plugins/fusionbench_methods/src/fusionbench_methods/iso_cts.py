@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from fusionbench_core import Hyperparameter, Requirement, hookimpl
 from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
-from fusionbench_core.errors import ConfigError
+
+from fusionbench_methods._params import scaling_factor
+
+
+def subspace_sizes(rank: int, fraction: float, tasks: int) -> tuple[int, int]:
+    """``(k_c, k_t)``: common directions and directions per task, with k_c + tasks·k_t = rank.
+
+    k_t = ⌊(rank − ⌊fraction·rank⌋)/tasks⌋ and the remainder goes to the common subspace; k_c is at least 1.
+    """
+    per_task = (rank - max(1, int(fraction * rank))) // tasks
+    return rank - tasks * per_task, per_task
 
 
 class IsoCTS(TensorwiseAlgorithm):
     """Per 2-D weight (r = min(m, n)):
 
-    1. Δ = Σ_i τ_i = UΣVᵀ; the common subspace is its top k_c = ⌊f·r⌋ triplets (f = ``common_space_fraction``).
-    2. Each task adds its top ⌊(r − k_c)/T⌋ triplets of τ_i − U_cU_cᵀτ_i (what the common space misses).
+    1. Split the rank (:func:`subspace_sizes`): each task gets k_t = ⌊(r − ⌊f·r⌋)/T⌋ directions and the
+       common subspace the rest, k_c = r − T·k_t, so that k_c + T·k_t = r always (the authors' rule: the
+       remainder of the division goes to the common subspace). f = ``common_space_fraction``.
+    2. Δ = Σ_i τ_i = UΣVᵀ; the common subspace is its top k_c triplets, and each task adds its top k_t
+       triplets of τ_i − U_cU_cᵀτ_i (what the common space misses).
     3. Orthogonalize the concatenated U and V (polar factor), and flatten the concatenated singular
        values to their mean σ̄: θ = θ₀ + α·σ̄·U⊥V⊥ᵀ.
 
@@ -23,15 +36,10 @@ class IsoCTS(TensorwiseAlgorithm):
     requirement = Requirement.DATA_FREE
     inplace_inputs = False
     hyperparameters = (
-        Hyperparameter("scaling_factor", float, 1.0, "α applied to the isotropic Δ"),
-        Hyperparameter("common_space_fraction", float, 0.8, "f, share of the rank given to the common subspace"),
+        scaling_factor(1.0, "α applied to the isotropic Δ"),
+        Hyperparameter("common_space_fraction", float, 0.8, "f, share of the rank given to the common subspace",
+                       minimum=0.0, maximum=1.0, minimum_exclusive=True),
     )
-
-    def prepare(self, pretrained, models, keys):
-        """Validate f."""
-        if not 0.0 < self.common_space_fraction <= 1.0:
-            raise ConfigError(f"hyperparameter 'iso_cts.common_space_fraction' must lie in (0, 1], "
-                              f"got {self.common_space_fraction}")
 
     def merge_tensor(self, key, pretrained, models):
         """Iso-CTS of one matrix (or the mean task vector for other shapes)."""
@@ -44,9 +52,7 @@ class IsoCTS(TensorwiseAlgorithm):
         total = torch.stack(deltas).sum(0)
         if pretrained.dim() != 2:
             return mean_delta(pretrained, total, count, self.scaling_factor)
-        rank = min(pretrained.shape)
-        common = max(1, int(self.common_space_fraction * rank))
-        per_task = (rank - common) // count
+        common, per_task = subspace_sizes(min(pretrained.shape), self.common_space_fraction, count)
         u, s, v = svd(total)
         us, ss, vs = [u[:, :common]], [s[:common]], [v[:, :common]]
         if per_task > 0:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import torch
 
-RESCALES = ("inverse", "l1", "none")
-
 
 def drop_and_rescale(delta: torch.Tensor, drop_rate: float, rescale: str, generator: torch.Generator) -> torch.Tensor:
     """Drop entries of ``delta`` in place with probability ``drop_rate`` and rescale the survivors."""

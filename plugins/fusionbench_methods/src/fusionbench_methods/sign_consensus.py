@@ -9,20 +9,19 @@ need, so memory does not grow with the number of models:
 - ``sign_method="frequency"`` (PEFT's option): γ = the sign held by more models.
 - Disjoint merge over A_j = {i : τ̂_i[j] ≠ 0, sgn τ̂_i[j] = γ_j}: ``"sum"`` Σ_{A_j} τ̂_i[j] or
   ``"mean"`` that sum divided by |A_j| (0 where A_j is empty).
-- Where the election is a tie (γ_j = 0 although some τ̂_i[j] ≠ 0) the entry takes a fallback sign:
+- Where the election is a tie (γ_j = 0 although some τ̂_i[j] ≠ 0: the positive and negative mass
+  cancel with ``total``, or as many models hold + as − with ``frequency``) the entry takes a fallback
+  sign, and the disjoint merge then runs over the entries of that sign:
   ``zero_sign="model"`` (the paper) the majority of the elected signs over the whole model, which is
   only known at the end, so those rare entries are merged with + first and patched afterwards;
-  ``zero_sign="tensor"`` (git-theta's default) the majority of elected signs in the same tensor.
-  A majority that is itself tied resolves to +.
+  ``zero_sign="tensor"`` (git-theta's default) the majority of elected signs in the same tensor;
+  ``zero_sign="plus"`` always + (PEFT's ``calculate_majority_sign_mask`` and mergekit, which elect
+  ``sign_magnitude >= 0`` → +). A majority that is itself tied resolves to +.
 """
 
 from __future__ import annotations
 
 import torch
-
-SIGN_METHODS = ("total", "frequency")
-MERGE_FUNCS = ("sum", "mean")
-ZERO_SIGNS = ("model", "tensor")
 
 
 class SignConsensus:
@@ -113,6 +112,8 @@ def consensus_merge(method, key: str, pretrained: torch.Tensor, consensus: SignC
     if consensus.total is None:
         return pretrained
     sign = consensus.elect(sign_method)
+    if zero_sign == "plus":
+        return pretrained + scaling_factor * consensus.merge(sign, merge_func, True)
     if zero_sign == "tensor":
         positive = int((sign > 0).sum()) >= int((sign < 0).sum())
         return pretrained + scaling_factor * consensus.merge(sign, merge_func, positive)

@@ -23,7 +23,8 @@ class Slerp(TensorwiseAlgorithm):
     name = "slerp"
     requirement = Requirement.DATA_FREE
     needs_pretrained = False
-    hyperparameters = (Hyperparameter("t", float, 0.5, "Interpolation position (0: first model, 1: second)"),)
+    hyperparameters = (Hyperparameter("t", float, 0.5, "Interpolation position (0: first model, 1: second)",
+                                       minimum=0.0, maximum=1.0),)
 
     def prepare(self, pretrained, models, keys):
         """SLERP takes exactly two models."""

@@ -6,15 +6,8 @@ import math
 
 from fusionbench_core import Hyperparameter, Requirement, hookimpl
 from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
-from fusionbench_core.errors import ConfigError
 
-TRIMS = ("global", "tensor")
-
-
-def check_density(owner: str, value: float, name: str = "density") -> None:
-    """Raise unless ``value`` is a fraction in [0, 1]."""
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"hyperparameter '{owner}.{name}' must lie in [0, 1], got {value}")
+from fusionbench_methods._params import SIGN_METHOD, ZERO_SIGN, density, merge_func, scaling_factor
 
 
 class Ties(TensorwiseAlgorithm):
@@ -37,14 +30,13 @@ class Ties(TensorwiseAlgorithm):
     requirement = Requirement.DATA_FREE
     inplace_inputs = False
     hyperparameters = (
-        Hyperparameter("scaling_factor", float, 0.3, "λ applied to the merged task vector"),
-        Hyperparameter("density", float, 0.2, "Fraction of each task vector kept by magnitude (top-k%, k=20)"),
-        Hyperparameter("trim", str, "global", "Rank magnitudes over the whole model (paper) or per tensor", choices=TRIMS),
-        Hyperparameter("merge_func", str, "sum", "Disjoint sum (FusionBench) or disjoint mean (paper)", choices=("sum", "mean")),
-        Hyperparameter("sign_method", str, "total", "Elect by total mass (paper) or by count (PEFT 'frequency')",
-                       choices=("total", "frequency")),
-        Hyperparameter("zero_sign", str, "model", "Sign for tied elections: whole-model majority (paper) or tensor majority (git-theta)",
-                       choices=("model", "tensor")),
+        scaling_factor(0.3, "λ applied to the merged task vector"),
+        density(0.2, "Fraction of each task vector kept by magnitude (top-k%, k=20)"),
+        Hyperparameter("trim", str, "global", "Rank magnitudes over the whole model (paper) or per tensor",
+                       choices=("global", "tensor")),
+        merge_func("Disjoint sum (FusionBench) or disjoint mean (paper)"),
+        SIGN_METHOD,
+        ZERO_SIGN,
     )
 
     @property
@@ -56,7 +48,6 @@ class Ties(TensorwiseAlgorithm):
         """Find each model's trim threshold: whole-model (two streaming passes) or per tensor (one)."""
         from fusionbench_methods.sign_consensus import ModelMajority
 
-        check_density(self.name, self.density)
         self._majority = ModelMajority()
         self._keepers = find_keepers(self, pretrained, models, keys, self.density, self.trim)
 
@@ -88,13 +79,8 @@ def find_keepers(method: TensorwiseAlgorithm, pretrained, models, keys, density:
     floating = [k for k in keys if getattr(torch, pretrained.info(k).dtype).is_floating_point]
     if trim == "tensor":
         keepers = {}
-        whole = method.engine.chunk_elements
-        try:
-            method.engine.chunk_elements = None
-            for block, index, delta in method.scan_deltas(pretrained, models, floating):
-                keepers[(index, block.key)] = top_k_keeper(delta.abs_(), math.floor(density * delta.numel()))
-        finally:
-            method.engine.chunk_elements = whole
+        for block, index, delta in method.scan_deltas(pretrained, models, floating, chunked=False):
+            keepers[(index, block.key)] = top_k_keeper(delta.abs_(), math.floor(density * delta.numel()))
         method.cost["prepare_passes"] = 1
         return keepers
     total = sum(math.prod(pretrained.info(k).shape) for k in floating)
