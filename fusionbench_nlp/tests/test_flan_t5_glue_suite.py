@@ -12,7 +12,7 @@ from torch import nn
 from fusionbench_core.errors import ConfigError, ModelLoadError
 from fusionbench_core.protocols import PRETRAINED
 from fusionbench_nlp import tokenized
-from fusionbench_nlp.flan_t5_glue import FlanT5GlueModelPool, FlanT5GlueTaskPool, FlanT5LargeGlueLora16ModelPool
+from fusionbench_nlp.flan_t5_glue import FlanT5GlueModelPool, FlanT5GlueTaskPool
 from fusionbench_nlp.suites import FLAN_T5_TASKS
 
 
@@ -108,12 +108,12 @@ def test_full_experts_are_read_under_canonical_names(nlp_env):
     assert torch.equal(expert.get(key), raw[key])
 
 
-@pytest.mark.parametrize(("pool_class", "own_lm_head"), [(FlanT5GlueModelPool, False),
-                                                         (FlanT5LargeGlueLora16ModelPool, True)])
-def test_pretrained_is_built_as_transformers_loads_it(nlp_env, pool_class, own_lm_head):
+@pytest.mark.parametrize(("suite_name", "own_lm_head"), [("flan-t5-base-glue", False),
+                                                         ("flan-t5-large-glue-lora16", True)])
+def test_pretrained_is_built_as_transformers_loads_it(nlp_env, suite_name, own_lm_head):
     from transformers import T5ForConditionalGeneration
 
-    pool = pool_class()
+    pool = FlanT5GlueModelPool(suite_name)
     ours = pool.load_model(PRETRAINED)
     reference = T5ForConditionalGeneration.from_pretrained(str(nlp_env.model_root / pool.suite.pretrained)).eval()
     assert ("lm_head.weight" in pool.tensors(PRETRAINED).keys()) is own_lm_head

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from fusionbench_core.errors import ModelLoadError
 from fusionbench_core.protocols import PRETRAINED
-from fusionbench_nlp.flan_t5_glue import FlanT5BaseGlueLora16ModelPool, FlanT5LargeGlueLora16ModelPool
+from fusionbench_nlp.flan_t5_glue import FlanT5GlueModelPool
 
 TASKS = ["cola", "mnli", "stsb"]
 PREFIX = "base_model.model."
@@ -31,12 +31,12 @@ def dense_deltas(adapter_dir) -> dict[str, torch.Tensor]:
     return deltas
 
 
-@pytest.mark.parametrize("pool_class", [FlanT5BaseGlueLora16ModelPool, FlanT5LargeGlueLora16ModelPool])
-def test_task_arithmetic_of_adapters_equals_dense_delta_merge(nlp_env, pool_class):
+@pytest.mark.parametrize("suite_name", ["flan-t5-base-glue-lora16", "flan-t5-large-glue-lora16"])
+def test_task_arithmetic_of_adapters_equals_dense_delta_merge(nlp_env, suite_name):
     from fusionbench_methods.task_arithmetic import TaskArithmetic
 
-    suite = pool_class.suite
-    pool = pool_class(tasks=TASKS)
+    pool = FlanT5GlueModelPool(suite_name, tasks=TASKS)
+    suite = pool.suite
     fused = TaskArithmetic(scaling_factor=0.3).run(pool).state_dict()
     base = load_file(str(nlp_env.model_root / suite.pretrained / "model.safetensors"))
     total: dict[str, torch.Tensor] = {}
@@ -52,7 +52,7 @@ def test_task_arithmetic_of_adapters_equals_dense_delta_merge(nlp_env, pool_clas
 
 
 def test_peft_merge_and_unload_agrees_with_the_per_tensor_source(nlp_env):
-    pool = FlanT5BaseGlueLora16ModelPool(tasks=["rte"])
+    pool = FlanT5GlueModelPool("flan-t5-base-glue-lora16", tasks=["rte"])
     via_peft = pool.load_model("rte").state_dict()  # peft's merge_and_unload, as upstream loads them
     source = pool.tensors("rte")
     assert source.keys() == pool.tensors(PRETRAINED).keys()
@@ -69,6 +69,6 @@ def test_a_full_checkpoint_where_an_adapter_belongs_is_refused(nlp_env, monkeypa
     fake.mkdir(parents=True)
     (fake / "model.safetensors").write_bytes(b"")
     monkeypatch.setenv("FUSIONBENCH_MODEL_ROOT", f"{tmp_path}:{nlp_env.model_root}")
-    pool = FlanT5BaseGlueLora16ModelPool(tasks=["cola"])
+    pool = FlanT5GlueModelPool("flan-t5-base-glue-lora16", tasks=["cola"])
     with pytest.raises(ModelLoadError, match="adapter_config.json"):
         pool.tensors("cola")

@@ -116,3 +116,22 @@ def test_show_describes_hub_ids_and_datasets(fb_cli):
     assert details["datasets"]["mnli"] == "glue/mnli, split validation_matched"
     assert "LoRA" in details["experts"]
     assert [o["name"] for o in details["options"]] == ["tasks"]
+
+
+def test_each_family_is_one_pool_class_that_looks_its_suite_up_by_name(fb_cli):
+    from fusionbench_core.errors import UnknownComponentError
+    from fusionbench_nlp.flan_t5_glue import FlanT5GlueModelPool, FlanT5GlueTaskPool
+    from fusionbench_nlp.gpt2_glue import GPT2GlueModelPool
+
+    result = fb_cli("modelpools", "--json")
+    targets = {row["name"]: row["target"] for row in result.json if row["name"] in SUITES}
+    assert targets == {"gpt2-glue": "fusionbench_nlp.gpt2_glue:GPT2GlueModelPool",
+                       **{name: "fusionbench_nlp.flan_t5_glue:FlanT5GlueModelPool"
+                          for name in SUITES if name.startswith("flan-t5")}}
+    large = FlanT5GlueModelPool("flan-t5-large-glue-lora16")
+    assert large.suite is SUITES["flan-t5-large-glue-lora16"] and large.checkpoints.suite.pretrained == "google/flan-t5-large"
+    assert FlanT5GlueTaskPool("flan-t5-base-glue-lora16", device="cpu").suite.lora
+    with pytest.raises(UnknownComponentError, match="flan-t5-base-glue"):
+        FlanT5GlueModelPool("gpt2-glue")
+    with pytest.raises(UnknownComponentError, match="gpt2-glue"):
+        GPT2GlueModelPool("flan-t5-base-glue")

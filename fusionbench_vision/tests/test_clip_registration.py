@@ -81,3 +81,26 @@ def test_fb_taskpools_show_gives_datasets(fb_cli):
     assert datasets["svhn"].startswith("ufldl-stanford/svhn/cropped_digits [test], 10 classes")
     assert datasets["food101"].startswith("ethz/food101 [validation], 101 classes")
     assert "examples" in {opt["name"] for opt in result.json["options"]}
+
+
+def test_every_suite_is_one_pool_class_looked_up_by_name():
+    from fusionbench_core.plugins import get_host
+
+    host = get_host()
+    modelpools = {e.name: e.target_path for e in host.registry("modelpool").entries() if e.name in SUITES}
+    taskpools = {e.name: e.target_path for e in host.registry("taskpool").entries() if e.name in SUITES}
+    assert set(modelpools.values()) == {"fusionbench_vision.modelpool:CLIPVisionModelPool"}
+    assert taskpools["clip-vit-b16-robustness"] == "fusionbench_vision.taskpool:CLIPRobustnessTaskPool"
+    assert taskpools["clip-vit-l14-tall20"] == "fusionbench_vision.taskpool:CLIPZeroShotTaskPool"
+
+    from fusionbench_core.errors import UnknownComponentError
+    from fusionbench_vision.modelpool import CLIPVisionModelPool
+    from fusionbench_vision.taskpool import CLIPRobustnessTaskPool, CLIPZeroShotTaskPool
+
+    pool = CLIPVisionModelPool("clip-vit-l14-tall20")
+    assert pool.model_ids["kmnist"] == "tanganke/clip-vit-large-patch14_kmnist" and len(pool.model_names) == 20
+    assert CLIPVisionModelPool("clip-vit-b16-ta8-lora16").model_ids["dtd"] == "tanganke/clip-vit-base-patch16_dtd_lora-16"
+    assert CLIPZeroShotTaskPool("clip-vit-b16-tall14").pretrained_id == "openai/clip-vit-base-patch16"
+    assert len(CLIPRobustnessTaskPool("clip-vit-b32-robustness").task_names) == 4 * 8
+    with pytest.raises(UnknownComponentError, match="clip-vit-b32-ta8"):
+        CLIPVisionModelPool("clip-vit-b32-ta9")

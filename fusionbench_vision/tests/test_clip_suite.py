@@ -18,9 +18,17 @@ def test_fb_run_task_arithmetic_on_the_local_root(b32_ta8_run, clip_roots):
     assert result.exit_code == 0, result.stderr + str(result.exception)
     report = result.json
     assert list(report["tasks"]) == TA8
+    # The oracle: the same merge done in memory, by hand, scored by the task pool directly.
+    pool, tasks = _pools()
+    from fusionbench_core.protocols import PRETRAINED
+
+    base = pool.tensors(PRETRAINED)
+    experts = [pool.tensors(task) for task in TA8]
+    merged = {key: base.get(key) + 0.3 * sum(e.get(key) - base.get(key) for e in experts) for key in base.keys()}
+    expected = tasks.evaluate(pool.build_model(merged)).tasks
     for task, metrics in report["tasks"].items():
-        assert 0.0 <= metrics["accuracy"] <= 1.0
-        assert metrics["loss"] > 0
+        assert metrics["accuracy"] == pytest.approx(expected[task]["accuracy"])
+        assert metrics["loss"] == pytest.approx(expected[task]["loss"], rel=1e-4)
         # 12 test images per task in the tiny data root: accuracy is a multiple of 1/12.
         assert abs(metrics["accuracy"] * 12 - round(metrics["accuracy"] * 12)) < 1e-9
     assert report["average"]["accuracy"] == pytest.approx(np.mean([m["accuracy"] for m in report["tasks"].values()]))
@@ -29,10 +37,11 @@ def test_fb_run_task_arithmetic_on_the_local_root(b32_ta8_run, clip_roots):
 
 
 def _pools(**taskpool_options):
-    from fusionbench_vision.modelpool import ClipVitB32Ta8ModelPool
-    from fusionbench_vision.taskpool import ClipVitB32Ta8TaskPool
+    from fusionbench_vision.modelpool import CLIPVisionModelPool
+    from fusionbench_vision.taskpool import CLIPZeroShotTaskPool
 
-    return ClipVitB32Ta8ModelPool(), ClipVitB32Ta8TaskPool(num_workers=0, **taskpool_options)
+    return (CLIPVisionModelPool("clip-vit-b32-ta8"),
+            CLIPZeroShotTaskPool("clip-vit-b32-ta8", num_workers=0, **taskpool_options))
 
 
 def test_heads_are_cached_and_reused(b32_ta8_run, clip_roots, monkeypatch):

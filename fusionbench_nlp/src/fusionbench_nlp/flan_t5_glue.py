@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,11 +34,11 @@ from fusionbench_core.progress import track
 from fusionbench_core.protocols import PRETRAINED, EvaluationReport, Hyperparameter, TensorSource
 
 from .checkpoints import Architecture, CanonicalSource, save_pretrained_atomic
+from .common import get_suite, load_config, pad_batch, select_tasks
 from .glue import GLUE_TASKS
-from .gpt2_glue import _load_config, pad_batch, select_tasks
 from .metrics import exact_match_accuracy, parse_score, spearman_rho
 from .runtime import inference, load_tokenizer, pick_device, quiet_transformers
-from .suites import SUITES, SuiteSpec
+from .suites import SuiteSpec
 from .tokenized import load_encoded
 
 GENERATION_MAX_LENGTH = 10
@@ -69,7 +69,7 @@ class FlanT5Checkpoints:
         from transformers import AutoConfig, T5ForConditionalGeneration
 
         path = self.path(PRETRAINED)
-        architecture = Architecture(T5ForConditionalGeneration, _load_config(AutoConfig, path))
+        architecture = Architecture(T5ForConditionalGeneration, load_config(AutoConfig, path))
         architecture.untie_as_in(open_source(path))
         return architecture
 
@@ -91,20 +91,18 @@ class FlanT5Checkpoints:
 
 
 class FlanT5GlueModelPool:
-    """Flan-T5 and its eight GLUE experts (full fine-tunes, or LoRA adapters merged per tensor)."""
+    """Flan-T5 and its eight GLUE experts (full fine-tunes, or LoRA adapters merged per tensor).
 
-    suite: ClassVar[SuiteSpec] = SUITES["flan-t5-base-glue"]
+    One class serves the three Flan-T5 suites; ``name`` selects the suite from :data:`.suites.SUITES`.
+    """
+
     options = (Hyperparameter("tasks", list, None, "Experts in the pool (default: all eight GLUE tasks)."),)
 
-    def __init__(self, name: str | None = None, tasks: list[str] | None = None):
-        self.name = name or self.suite.name
+    def __init__(self, name: str = "flan-t5-base-glue", tasks: list[str] | None = None):
+        self.suite: SuiteSpec = get_suite(name, "flan-t5", "model pools")
+        self.name = name
         self.tasks = select_tasks(self.suite, tasks, f"model pool '{self.name}'")
         self.checkpoints = FlanT5Checkpoints(self.suite)
-
-    @classmethod
-    def describe_suite(cls) -> dict[str, Any]:
-        """Hub ids, datasets and metric of the suite (for ``fb modelpools show``)."""
-        return cls.suite.describe()
 
     @property
     def model_names(self) -> list[str]:
@@ -162,22 +160,12 @@ class FlanT5GlueModelPool:
         save_pretrained_atomic(model, Path(path), [Path(self.checkpoints.path(PRETRAINED))], TOKENIZER_FILES)
 
 
-class FlanT5BaseGlueLora16ModelPool(FlanT5GlueModelPool):
-    """``google/flan-t5-base`` with the eight GLUE LoRA-16 adapters, merged per tensor."""
-
-    suite = SUITES["flan-t5-base-glue-lora16"]
-
-
-class FlanT5LargeGlueLora16ModelPool(FlanT5GlueModelPool):
-    """``google/flan-t5-large`` with the eight GLUE LoRA-16 adapters, merged per tensor."""
-
-    suite = SUITES["flan-t5-large-glue-lora16"]
-
-
 class FlanT5GlueTaskPool:
-    """Exact-match accuracy of generated GLUE label words (Spearman's ρ for STS-B), per task."""
+    """Exact-match accuracy of generated GLUE label words (Spearman's ρ for STS-B), per task.
 
-    suite: ClassVar[SuiteSpec] = SUITES["flan-t5-base-glue"]
+    One class serves the three Flan-T5 suites; ``name`` selects the suite (and so the tokenizer).
+    """
+
     options = (
         Hyperparameter("tasks", list, None, "Tasks to evaluate (default: all eight)."),
         Hyperparameter("max_examples", int, None, "Evaluate only the first N validation examples per task."),
@@ -188,9 +176,11 @@ class FlanT5GlueTaskPool:
                        "FusionBench did (slower; pads are then attended to). Default: per-batch padding, masked."),
     )
 
-    def __init__(self, name: str | None = None, tasks: list[str] | None = None, max_examples: int | None = None,
-                 batch_size: int = 32, device: str = "auto", upstream_padding: bool = False):
-        self.name = name or self.suite.name
+    def __init__(self, name: str = "flan-t5-base-glue", tasks: list[str] | None = None,
+                 max_examples: int | None = None, batch_size: int = 32, device: str = "auto",
+                 upstream_padding: bool = False):
+        self.suite: SuiteSpec = get_suite(name, "flan-t5", "task pools")
+        self.name = name
         if batch_size < 1:
             raise ConfigError(f"task pool '{self.name}': option 'batch_size' must be at least 1, got {batch_size}")
         self.tasks = select_tasks(self.suite, tasks, f"task pool '{self.name}'")
@@ -199,11 +189,6 @@ class FlanT5GlueTaskPool:
         self.device = pick_device(device)
         self.upstream_padding = upstream_padding
         self.checkpoints = FlanT5Checkpoints(self.suite)
-
-    @classmethod
-    def describe_suite(cls) -> dict[str, Any]:
-        """Hub ids, datasets, prompts and metric of the suite (for ``fb taskpools show``)."""
-        return cls.suite.describe()
 
     @property
     def task_names(self) -> list[str]:
@@ -262,14 +247,3 @@ class FlanT5GlueTaskPool:
                 report.tasks[task] = {"spearman_rho": rho, "glue_score": rho}
         return report
 
-
-class FlanT5BaseGlueLora16TaskPool(FlanT5GlueTaskPool):
-    """The GLUE text-to-text task pool with flan-t5-base's tokenizer (for the LoRA-16 suite)."""
-
-    suite = SUITES["flan-t5-base-glue-lora16"]
-
-
-class FlanT5LargeGlueLora16TaskPool(FlanT5GlueTaskPool):
-    """The GLUE text-to-text task pool with flan-t5-large's tokenizer (for the LoRA-16 suite)."""
-
-    suite = SUITES["flan-t5-large-glue-lora16"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,33 +29,13 @@ from fusionbench_core.progress import track
 from fusionbench_core.protocols import PRETRAINED, DataRequest, EvaluationReport, Hyperparameter, task_logits
 
 from .checkpoints import Architecture, CanonicalSource, save_pretrained_atomic
+from .common import get_suite, load_config, pad_batch, select_tasks
 from .glue import GLUE_TASKS, split_for
 from .runtime import inference, load_tokenizer, pick_device, quiet_transformers
-from .suites import SUITES, SuiteSpec
+from .suites import SuiteSpec
 from .tokenized import EncodedSplit, load_encoded
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
-
-
-def select_tasks(suite: SuiteSpec, tasks: list[str] | None, owner: str) -> tuple[str, ...]:
-    """The suite's tasks, or the given subset (in the given order); raise naming an unknown task."""
-    if not tasks:
-        return suite.tasks
-    for task in tasks:
-        if task not in suite.tasks:
-            raise ConfigError(f"{owner}: option 'tasks' names '{task}', which is not one of {', '.join(suite.tasks)}")
-    return tuple(dict.fromkeys(tasks))
-
-
-def pad_batch(rows: list[list[int]], pad_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists to ``length`` (default: the longest row): ``(input_ids, attention_mask)``."""
-    width = length if length is not None else max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row[:width], dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 class GPT2GlueResources:
@@ -75,7 +55,7 @@ class GPT2GlueResources:
         quiet_transformers()
         from transformers import AutoConfig, GPT2Model
 
-        config = _load_config(AutoConfig, self.path(PRETRAINED))
+        config = load_config(AutoConfig, self.path(PRETRAINED))
         return Architecture(GPT2Model, config, prefixes=("", "transformer."))
 
     @cached_property
@@ -104,7 +84,7 @@ class GPT2GlueResources:
 
         expert = self.path(task)
         if task not in self._heads:
-            config = _load_config(AutoConfig, expert)
+            config = load_config(AutoConfig, expert)
             if config.pad_token_id is None:
                 config.pad_token_id = self.tokenizer.pad_token_id
             source = open_source(expert)
@@ -127,33 +107,21 @@ class GPT2GlueResources:
         return shell.eval()
 
 
-def _load_config(auto_config: Any, path: str) -> Any:
-    try:
-        return auto_config.from_pretrained(path)
-    except Exception as exc:  # noqa: BLE001 - any loader failure becomes one line
-        raise ModelLoadError(f"model config '{path}' could not be loaded ({type(exc).__name__}: {exc})") from exc
-
-
 class GPT2GlueModelPool:
     """``gpt2`` and the seven GLUE experts ``tanganke/gpt2_<task>``; the ``GPT2Model`` backbones are merged."""
 
-    suite: ClassVar[SuiteSpec] = SUITES["gpt2-glue"]
     options = (
         Hyperparameter("tasks", list, None, "Experts in the pool (default: all seven GLUE tasks)."),
         Hyperparameter("max_examples", int, None, "Cap on the examples per task handed to data-using methods."),
     )
 
     def __init__(self, name: str = "gpt2-glue", tasks: list[str] | None = None, max_examples: int | None = None):
+        self.suite: SuiteSpec = get_suite(name, "gpt2", "model pools")
         self.name = name
         self.tasks = select_tasks(self.suite, tasks, f"model pool '{name}'")
         self.max_examples = max_examples
         self.resources = GPT2GlueResources(self.suite)
         self.forward_passes = 0
-
-    @classmethod
-    def describe_suite(cls) -> dict[str, Any]:
-        """Hub ids, datasets and metric of the suite (for ``fb modelpools show``)."""
-        return cls.suite.describe()
 
     @property
     def model_names(self) -> list[str]:
@@ -208,7 +176,6 @@ class GPT2GlueModelPool:
 class GPT2GlueTaskPool:
     """Validation accuracy of each GLUE task's own expert head on a fused ``GPT2Model`` backbone."""
 
-    suite: ClassVar[SuiteSpec] = SUITES["gpt2-glue"]
     options = (
         Hyperparameter("tasks", list, None, "Tasks to evaluate (default: all seven)."),
         Hyperparameter("max_examples", int, None, "Evaluate only the first N validation examples per task."),
@@ -220,17 +187,13 @@ class GPT2GlueTaskPool:
                  batch_size: int = 32, device: str = "auto"):
         if batch_size < 1:
             raise ConfigError(f"task pool '{name}': option 'batch_size' must be at least 1, got {batch_size}")
+        self.suite: SuiteSpec = get_suite(name, "gpt2", "task pools")
         self.name = name
         self.tasks = select_tasks(self.suite, tasks, f"task pool '{name}'")
         self.max_examples = max_examples
         self.batch_size = batch_size
         self.device = pick_device(device)
         self.resources = GPT2GlueResources(self.suite)
-
-    @classmethod
-    def describe_suite(cls) -> dict[str, Any]:
-        """Hub ids, datasets and metric of the suite (for ``fb taskpools show``)."""
-        return cls.suite.describe()
 
     @property
     def task_names(self) -> list[str]:

@@ -1,4 +1,8 @@
-"""Registers the NLP suites with FusionBench (lazily: importing this imports neither torch nor transformers)."""
+"""Registers the NLP suites with FusionBench (lazily: importing this imports neither torch nor transformers).
+
+Every suite is registered under its name with its family's pool classes; the classes look the suite
+up by that name in :data:`fusionbench_nlp.suites.SUITES`.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +10,26 @@ from fusionbench_core import hookimpl
 
 from .suites import SUITES
 
-_CLASSES = {
-    "gpt2-glue": ("gpt2_glue:GPT2GlueModelPool", "gpt2_glue:GPT2GlueTaskPool"),
-    "flan-t5-base-glue": ("flan_t5_glue:FlanT5GlueModelPool", "flan_t5_glue:FlanT5GlueTaskPool"),
-    "flan-t5-base-glue-lora16": ("flan_t5_glue:FlanT5BaseGlueLora16ModelPool",
-                                 "flan_t5_glue:FlanT5BaseGlueLora16TaskPool"),
-    "flan-t5-large-glue-lora16": ("flan_t5_glue:FlanT5LargeGlueLora16ModelPool",
-                                  "flan_t5_glue:FlanT5LargeGlueLora16TaskPool"),
+POOLS = {
+    "gpt2": ("fusionbench_nlp.gpt2_glue:GPT2GlueModelPool", "fusionbench_nlp.gpt2_glue:GPT2GlueTaskPool"),
+    "flan-t5": ("fusionbench_nlp.flan_t5_glue:FlanT5GlueModelPool", "fusionbench_nlp.flan_t5_glue:FlanT5GlueTaskPool"),
 }
+"""Suite family → (model pool class, task pool class)."""
 
 
-def _metadata(name: str) -> dict:
-    suite = SUITES[name]
-    return {"tasks": list(suite.tasks), "hub_ids": suite.hub_ids, "lora": suite.lora}
+def _metadata(suite) -> dict:
+    return {"tasks": list(suite.tasks), "lora": suite.lora, **suite.describe()}
 
 
 @hookimpl
 def register_modelpools(register):
     """Register ``gpt2-glue``, ``flan-t5-base-glue``, ``flan-t5-base-glue-lora16``, ``flan-t5-large-glue-lora16``."""
-    for name, (pool, _) in _CLASSES.items():
-        register(name, f"fusionbench_nlp.{pool}", summary=SUITES[name].summary, **_metadata(name))
+    for name, suite in SUITES.items():
+        register(name, POOLS[suite.family][0], summary=suite.summary, **_metadata(suite))
 
 
 @hookimpl
 def register_taskpools(register):
     """Register the task pools of the same four suites."""
-    for name, (_, taskpool) in _CLASSES.items():
-        register(name, f"fusionbench_nlp.{taskpool}", summary=SUITES[name].summary, **_metadata(name))
+    for name, suite in SUITES.items():
+        register(name, POOLS[suite.family][1], summary=suite.summary, **_metadata(suite))

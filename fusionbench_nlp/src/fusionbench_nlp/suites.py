@@ -1,8 +1,9 @@
 """The NLP suites as data: hub ids, tasks and evaluation splits (no torch, no transformers).
 
-The registration module and ``describe_suite()`` read this table, so listing suites never imports
-a model library. The ids are those of upstream FusionBench (version 0.2.33); they resolve through
-:func:`fusionbench_core.hub.resolve_model`, i.e. to ``$FUSIONBENCH_MODEL_ROOT/<id>`` when present.
+The registration module reads this table (and :meth:`SuiteSpec.describe` for the listings), so
+listing suites never imports a model library. The ids are those of upstream FusionBench (version
+0.2.33); they resolve through :func:`fusionbench_core.hub.resolve_model`, i.e. to
+``$FUSIONBENCH_MODEL_ROOT/<id>`` when present.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class SuiteSpec:
         return {"_pretrained_": self.pretrained, **{task: self.expert_id(task) for task in self.tasks}}
 
     def describe(self) -> dict[str, object]:
-        """What ``fb modelpools show`` / ``fb taskpools show`` print for this suite."""
+        """Registered with the suite: what ``fb modelpools show`` / ``fb taskpools show`` print (no torch)."""
         return {
             "family": self.family,
             "pretrained": self.pretrained,

@@ -18,14 +18,14 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from fusionbench_core.errors import ConfigError, ModelLoadError, UnknownComponentError
 from fusionbench_core.protocols import PRETRAINED, DataRequest, Hyperparameter, TensorSource
 
 from .loading import check_clip, checkpoint_keys, from_pretrained, load_into, resolve, vision_source
-from .suites import SUITES, SuiteSpec
+from .suites import SuiteSpec, get_suite
 from .tasks import get_task
 
 
@@ -43,9 +43,12 @@ def parse_overrides(items: list[Any], known: list[str], owner: str) -> dict[str,
 
 
 class CLIPVisionModelPool:
-    """A CLIP suite's models: ``_pretrained_`` (the vision tower of the pretrained CLIP) and one expert per task."""
+    """A CLIP suite's models: ``_pretrained_`` (the vision tower of the pretrained CLIP) and one expert per task.
 
-    suite: ClassVar[SuiteSpec]
+    One class serves every CLIP suite: ``name`` (the registered suite name, e.g. ``clip-vit-b32-ta8``)
+    selects the backbone, the tasks and the expert ids from :data:`fusionbench_vision.suites.SUITES`.
+    """
+
     options = (
         Hyperparameter("pretrained", str, "", "Hub id or local directory of the pretrained CLIP model (default: the suite's)."),
         Hyperparameter("models", list, [], "Overrides TASK=PATH_OR_ID for experts, e.g. mnist=/ckpt/mnist."),
@@ -53,9 +56,10 @@ class CLIPVisionModelPool:
         Hyperparameter("device", str, "auto", "Device for logits() when the pool hands out data: auto, cpu, cuda."),
     )
 
-    def __init__(self, name: str | None = None, pretrained: str = "", models: list | None = None,
+    def __init__(self, name: str, pretrained: str = "", models: list | None = None,
                  tasks: list | None = None, device: str = "auto"):
-        self.name = name or self.suite.name
+        self.suite: SuiteSpec = get_suite(name, "model pools")
+        self.name = name
         self.pretrained_id = pretrained or self.suite.pretrained_id
         owner = f"model pool '{self.name}'"
         self._tasks = [str(t) for t in (tasks or [])] or self.suite.tasks
@@ -67,20 +71,6 @@ class CLIPVisionModelPool:
         self.device = device
         self._pretrained: Any = None
         self._classifier: Any = None
-
-    # -- listing ----------------------------------------------------------------------------
-
-    @classmethod
-    def describe_suite(cls) -> dict[str, Any]:
-        """What ``fb modelpools show`` prints: tasks, and the hub ids the pool would load."""
-        return {
-            "suite": cls.suite.name,
-            "tasks": cls.suite.tasks,
-            "pretrained": cls.suite.pretrained_id,
-            "models": cls.suite.expert_ids,
-            "variant": cls.suite.variant,
-            "model_root": os.environ.get("FUSIONBENCH_MODEL_ROOT") or "(unset: hub ids go to from_pretrained)",
-        }
 
     # -- ModelPool --------------------------------------------------------------------------
 
@@ -213,13 +203,3 @@ class CLIPVisionModelPool:
         embeds = torch.nn.functional.normalize(pooled.float() @ classifier.projection().to(device).T, dim=-1)
         return embeds @ head.T
 
-
-def _make(suite: SuiteSpec) -> type:
-    doc = (f"{suite.summary}.\n\nPretrained: {suite.pretrained_id}; experts: tanganke/…_<task>"
-           f"{'_lora-16' if suite.variant == 'lora16' else ''}; tasks: {', '.join(suite.tasks)}.")
-    return type(f"{suite.class_stem}ModelPool", (CLIPVisionModelPool,), {"suite": suite, "__doc__": doc,
-                                                                         "__module__": __name__})
-
-
-for _suite in SUITES.values():
-    globals()[f"{_suite.class_stem}ModelPool"] = _make(_suite)

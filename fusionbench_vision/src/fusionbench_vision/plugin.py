@@ -1,7 +1,9 @@
 """Entry point ``clip_vision``: registers the CLIP suites without importing torch or transformers.
 
-Each suite is a model pool and a task pool under one name; the targets are lazy strings naming
-classes generated per suite in :mod:`fusionbench_vision.modelpool` and :mod:`fusionbench_vision.taskpool`.
+Each suite is a model pool and a task pool under one name. Every model pool is
+:class:`fusionbench_vision.modelpool.CLIPVisionModelPool` and every task pool
+:class:`fusionbench_vision.taskpool.CLIPZeroShotTaskPool` (``CLIPRobustnessTaskPool`` for the robustness
+suites); the suite name they are built with selects the suite from :data:`fusionbench_vision.suites.SUITES`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,11 @@ from __future__ import annotations
 from fusionbench_core.hookspecs import hookimpl
 
 from .suites import CORRUPTIONS, SUITES
+from .tasks import get_task
+
+MODELPOOL = "fusionbench_vision.modelpool:CLIPVisionModelPool"
+TASKPOOL = "fusionbench_vision.taskpool:CLIPZeroShotTaskPool"
+ROBUSTNESS_TASKPOOL = "fusionbench_vision.taskpool:CLIPRobustnessTaskPool"
 
 
 def _metadata(suite) -> dict:
@@ -23,17 +30,26 @@ def _metadata(suite) -> dict:
     return meta
 
 
+def _datasets(suite) -> dict[str, str]:
+    """Task → ``dataset[/config] [split], N classes, M templates`` (for ``fb taskpools show``)."""
+    return {
+        task: f"{spec.dataset}{'/' + spec.config if spec.config else ''} [{spec.split}], "
+        f"{len(spec.classnames)} classes, {len(spec.templates)} templates"
+        for task in suite.tasks
+        for spec in [get_task(task)]
+    }
+
+
 @hookimpl
 def register_modelpools(register):
-    """Register one CLIP vision model pool per suite, e.g. ``clip-vit-b32-ta8``."""
+    """Register the CLIP vision model pool under each suite's name, e.g. ``clip-vit-b32-ta8``."""
     for suite in SUITES.values():
-        register(suite.name, f"fusionbench_vision.modelpool:{suite.class_stem}ModelPool",
-                 summary=suite.summary, **_metadata(suite))
+        register(suite.name, MODELPOOL, summary=suite.summary, **_metadata(suite))
 
 
 @hookimpl
 def register_taskpools(register):
-    """Register one zero-shot CLIP task pool per suite, under the model pool's name."""
+    """Register the zero-shot CLIP task pool under each suite's name (the robustness pool for robustness suites)."""
     for suite in SUITES.values():
-        register(suite.name, f"fusionbench_vision.taskpool:{suite.class_stem}TaskPool",
-                 summary=suite.summary, **_metadata(suite))
+        target = ROBUSTNESS_TASKPOOL if suite.robustness else TASKPOOL
+        register(suite.name, target, summary=suite.summary, datasets=_datasets(suite), **_metadata(suite))

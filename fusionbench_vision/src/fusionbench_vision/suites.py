@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fusionbench_core.errors import UnknownComponentError
+
 BACKBONES = {
     "b32": "openai/clip-vit-base-patch32",
     "b16": "openai/clip-vit-base-patch16",
@@ -67,11 +69,6 @@ class SuiteSpec:
         return {task: self.expert_id(task) for task in self.tasks}
 
     @property
-    def class_stem(self) -> str:
-        """A Python identifier for the suite's generated pool classes, e.g. ``ClipVitB32Ta8``."""
-        return "".join(part.capitalize() for part in self.name.split("-"))
-
-    @property
     def summary(self) -> str:
         """One line for ``fb modelpools`` / ``fb taskpools``."""
         kind = {"full": "experts", "lora16": "LoRA-16 experts"}[self.variant]
@@ -91,3 +88,10 @@ def _build() -> dict[str, SuiteSpec]:
 
 SUITES: dict[str, SuiteSpec] = _build()
 """Every CLIP suite by name."""
+
+
+def get_suite(name: str, owner: str) -> SuiteSpec:
+    """The CLIP suite called ``name``; a did-you-mean error naming ``owner`` (e.g. "model pool") if unknown."""
+    if name not in SUITES:
+        raise UnknownComponentError("CLIP suite", name, SUITES, owner=owner)
+    return SUITES[name]

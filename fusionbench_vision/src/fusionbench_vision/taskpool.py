@@ -11,13 +11,13 @@ The robustness pools score the clean test sets and each of the seven corruptions
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from fusionbench_core.errors import ConfigError, UnknownComponentError
 from fusionbench_core.protocols import EvaluationReport, Hyperparameter
 
-from .suites import CORRUPTIONS, SUITES, SuiteSpec
+from .suites import CORRUPTIONS, SuiteSpec, get_suite
 from .tasks import get_task
 
 _COMMON = (
@@ -61,16 +61,20 @@ def usable_cores() -> int:
 
 
 class CLIPZeroShotTaskPool:
-    """Zero-shot CLIP classification on each task of a suite: accuracy and cross-entropy per task."""
+    """Zero-shot CLIP classification on each task of a suite: accuracy and cross-entropy per task.
 
-    suite: ClassVar[SuiteSpec]
+    One class serves every CLIP suite: ``name`` (the registered suite name, e.g. ``clip-vit-b32-ta8``)
+    selects the backbone and the tasks from :data:`fusionbench_vision.suites.SUITES`.
+    """
+
     options = _COMMON
 
-    def __init__(self, name: str | None = None, examples: int = 0, batch_size: int = 128, num_workers: int = -1,
+    def __init__(self, name: str, examples: int = 0, batch_size: int = 128, num_workers: int = -1,
                  device: str = "auto", precision: str = "auto", device_cache_gb: float = 8.0, seed: int = 0,
                  pretrained: str = "",
                  tasks: list | None = None, corruption: str = "clean", severity: int = 3):
-        self.name = name or self.suite.name
+        self.suite: SuiteSpec = get_suite(name, "task pools")
+        self.name = name
         owner = f"task pool '{self.name}'"
         self._tasks = [str(t) for t in (tasks or [])] or self.suite.tasks
         for task in self._tasks:
@@ -88,20 +92,6 @@ class CLIPZeroShotTaskPool:
         self.device_cache_bytes = int(device_cache_gb * 1e9)
         self._resident: dict[tuple[str, str | None], Any] = {}
         self._classifier: Any = None
-
-    @classmethod
-    def describe_suite(cls) -> dict[str, Any]:
-        """What ``fb taskpools show`` prints: tasks with dataset id, split and class count."""
-        out: dict[str, Any] = {"suite": cls.suite.name, "pretrained": cls.suite.pretrained_id, "tasks": cls.suite.tasks}
-        out["datasets"] = {
-            task: f"{spec.dataset}{'/' + spec.config if spec.config else ''} [{spec.split}], "
-            f"{len(spec.classnames)} classes, {len(spec.templates)} templates"
-            for task in cls.suite.tasks
-            for spec in [get_task(task)]
-        }
-        if cls.suite.robustness:
-            out["corruptions"] = CORRUPTIONS
-        return out
 
     @property
     def task_names(self) -> list[str]:
@@ -166,15 +156,8 @@ class CLIPRobustnessTaskPool(CLIPZeroShotTaskPool):
 
     options = _COMMON + _ROBUSTNESS
 
-    def __init__(self, name: str | None = None, corruption: str = "all", severity: int = 3, **options: Any):
+    def __init__(self, name: str, corruption: str = "all", severity: int = 3, **options: Any):
         super().__init__(name, corruption=corruption, severity=severity, **options)
+        if not self.suite.robustness:
+            raise ConfigError(f"task pool '{name}' is not a robustness suite: use CLIPZeroShotTaskPool")
 
-
-def _make(suite: SuiteSpec) -> type:
-    base = CLIPRobustnessTaskPool if suite.robustness else CLIPZeroShotTaskPool
-    doc = f"{suite.summary}: zero-shot heads from {suite.pretrained_id}, tasks {', '.join(suite.tasks)}."
-    return type(f"{suite.class_stem}TaskPool", (base,), {"suite": suite, "__doc__": doc, "__module__": __name__})
-
-
-for _suite in SUITES.values():
-    globals()[f"{_suite.class_stem}TaskPool"] = _make(_suite)
