@@ -145,7 +145,7 @@ def test_fisher_merging_through_the_cli(fb_cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     cost = result.json["cost"]
     assert cost["examples"] == 60 and cost["forward_passes"] == 60 and cost["backward_passes"] == 60
-    assert cost["wall_s"] >= 0 and cost["peak_rss_mb"] > 0
+    assert 0 < cost["wall_s"] < 600 and cost["peak_rss_mb"] > 0
     bad = fb_cli("run", "-m", "fisher_merging", "-p", "tiny", "--json", "-s", "fisher_type=gold",
                  "-o", str(tmp_path / "bad"))
     assert bad.exit_code == 1 and "fisher_type" in bad.stderr + bad.stdout

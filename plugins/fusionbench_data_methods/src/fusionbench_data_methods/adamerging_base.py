@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement
-from fusionbench_core.errors import ConfigError
 from fusionbench_core.protocols import require_pretrained
+
+from ._params import batch_size, examples
 
 
 class AdaMergingBase(BaseAlgorithm):
@@ -25,11 +26,11 @@ class AdaMergingBase(BaseAlgorithm):
     requirement = Requirement.TEST_TIME
     data = DataRequest(split="test", examples=None, labelled=False)
     hyperparameters = (
-        Hyperparameter("steps", int, 500, "Adam steps (official 500; FusionBench runs 1000)"),
-        Hyperparameter("lr", float, 1e-3, "Adam learning rate"),
-        Hyperparameter("init_lambda", float, 0.3, "Initial λ (the task-arithmetic value)"),
-        Hyperparameter("batch_size", int, 16, "Unlabelled test inputs per task per step"),
-        Hyperparameter("examples", int, None, "Cap on test inputs per task (default: all)"),
+        Hyperparameter("steps", int, 500, "Adam steps (official 500; FusionBench runs 1000)", minimum=0),
+        Hyperparameter("lr", float, 1e-3, "Adam learning rate", minimum=0.0, minimum_exclusive=True),
+        Hyperparameter("init_lambda", float, 0.3, "Initial λ (the task-arithmetic value)", minimum=0.0, maximum=1.0),
+        batch_size(16, "Unlabelled test inputs per task per step"),
+        examples(None, "Cap on test inputs per task (default: all)"),
         Hyperparameter("device", str, "auto", "auto (CUDA when present), cpu or cuda[:N]"),
     )
 
@@ -40,10 +41,6 @@ class AdaMergingBase(BaseAlgorithm):
 
         pool = require_data_pool(modelpool, self.name)
         require_pretrained(pool, self.name)
-        if self.steps < 0 or self.batch_size < 1:
-            raise ConfigError(f"method '{self.name}': steps must be >= 0 and batch_size >= 1")
-        if not 0.0 <= self.init_lambda <= 1.0:
-            raise ConfigError(f"hyperparameter '{self.name}.init_lambda' must lie in [0, 1], got {self.init_lambda}")
         device = resolve_device(self.device)
         merger, tasks = build_merger(pool, device, self.layer_wise, self.init_lambda)
         meter = CostMeter()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement, hookimpl
 
+from ._params import CACHE, examples
+
 
 class FisherMerging(BaseAlgorithm):
     """Parameter-wise weighted average, each model weighted by its diagonal Fisher information.
@@ -22,12 +24,12 @@ class FisherMerging(BaseAlgorithm):
     requirement = Requirement.TRAIN_STATISTICS
     data = DataRequest(split="train", examples=256, labelled=True)
     hyperparameters = (
-        Hyperparameter("examples", int, 256, "Training examples per task for the Fisher (one backward pass each)"),
+        examples(256, "Training examples per task for the Fisher (one backward pass each)"),
         Hyperparameter("fisher_type", str, "empirical", "empirical: gold labels; true: labels sampled from the model",
                        choices=("empirical", "true")),
         Hyperparameter("model_weights", list, None, "λ_i per model (default: equal)"),
         Hyperparameter("normalize", bool, False, "Divide each model's Fisher by its global L2 norm"),
-        Hyperparameter("cache", bool, True, "Reuse Fishers cached on disk (keyed by model content and data)"),
+        CACHE,
     )
 
     def run(self, modelpool):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement, hookimpl
 
+from ._params import CACHE, alpha, batch_size, examples
+
 
 class MaTS(BaseAlgorithm):
     """``iterations`` conjugate-gradient steps on ``(Σ G̃_i) Wᵀ = Σ G̃_i W_iᵀ`` for every linear layer.
@@ -19,25 +21,22 @@ class MaTS(BaseAlgorithm):
     requirement = Requirement.TRAIN_STATISTICS
     data = DataRequest(split="train", examples=256, labelled=False)
     hyperparameters = (
-        Hyperparameter("iterations", int, 10, "Conjugate-gradient steps per linear layer"),
+        Hyperparameter("iterations", int, 10, "Conjugate-gradient steps per linear layer", minimum=0),
         Hyperparameter("init_scaling_factor", float, 0.3, "λ of the task-arithmetic start"),
-        Hyperparameter("alpha", float, 1.0, "Scale of the Grams' off-diagonal entries (1 = plain Gram)"),
-        Hyperparameter("examples", int, 256, "Training inputs per task for the Grams"),
-        Hyperparameter("batch_size", int, 32, "Inputs per forward pass"),
-        Hyperparameter("cache", bool, True, "Reuse Grams cached on disk (keyed by model content and data)"),
+        alpha(1.0, "Scale of the Grams' off-diagonal entries (1 = plain Gram)"),
+        examples(256, "Training inputs per task for the Grams"),
+        batch_size(32),
+        CACHE,
     )
 
     def run(self, modelpool):
         """Grams per model, then CG per linear layer from the task-arithmetic start."""
         from fusionbench_core import PRETRAINED
-        from fusionbench_core.errors import ConfigError
         from fusionbench_core.protocols import require_pretrained
 
         from .linear_statistics import accumulation_dtype, conjugate_gradient, merge_with_grams, normal_equations
 
         require_pretrained(modelpool, self.name)
-        if self.iterations < 0:
-            raise ConfigError(f"hyperparameter 'mats.iterations' must be >= 0, got {self.iterations}")
         base = modelpool.tensors(PRETRAINED)
         lam, alpha, iterations = self.init_scaling_factor, self.alpha, self.iterations
 

@@ -3,8 +3,9 @@ each model's own inputs, ``W* = (Σ G̃_i)⁻¹ Σ G̃_i W_i``; every other para
 
 from __future__ import annotations
 
-from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement, hookimpl
-from fusionbench_core.errors import ConfigError
+from fusionbench_core import BaseAlgorithm, DataRequest, Requirement, hookimpl
+
+from ._params import CACHE, alpha, batch_size, examples
 
 
 class RegMean(BaseAlgorithm):
@@ -22,10 +23,10 @@ class RegMean(BaseAlgorithm):
     requirement = Requirement.TRAIN_STATISTICS
     data = DataRequest(split="train", examples=256, labelled=False)
     hyperparameters = (
-        Hyperparameter("alpha", float, 0.95, "Scale of the Grams' off-diagonal entries (FusionBench CLIP: 0.95)"),
-        Hyperparameter("examples", int, 256, "Training inputs per task for the Grams"),
-        Hyperparameter("batch_size", int, 32, "Inputs per forward pass"),
-        Hyperparameter("cache", bool, True, "Reuse Grams cached on disk (keyed by model content and data)"),
+        alpha(0.95, "Scale of the Grams' off-diagonal entries (FusionBench CLIP: 0.95)"),
+        examples(256, "Training inputs per task for the Grams"),
+        batch_size(32),
+        CACHE,
     )
 
     def run(self, modelpool):
@@ -33,8 +34,6 @@ class RegMean(BaseAlgorithm):
         from .linear_statistics import merge_with_grams, regmean_solve
 
         alpha = self.alpha
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"hyperparameter 'regmean.alpha' must lie in [0, 1], got {alpha}")
         return merge_with_grams(self, modelpool, lambda key, grams, tensors, orient: regmean_solve(grams, tensors, alpha))
 
 

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement, hookimpl
-from fusionbench_core.errors import ConfigError
+from fusionbench_core import BaseAlgorithm, DataRequest, Requirement, hookimpl
+
+from ._params import alpha, batch_size, examples
 
 
 class RegMeanPlusPlus(BaseAlgorithm):
@@ -21,17 +22,15 @@ class RegMeanPlusPlus(BaseAlgorithm):
     requirement = Requirement.TRAIN_STATISTICS
     data = DataRequest(split="train", examples=256, labelled=False)
     hyperparameters = (
-        Hyperparameter("alpha", float, 0.95, "Scale of the Grams' off-diagonal entries"),
-        Hyperparameter("examples", int, 256, "Training inputs per task for the Grams"),
-        Hyperparameter("batch_size", int, 32, "Inputs per forward pass"),
+        alpha(0.95, "Scale of the Grams' off-diagonal entries"),
+        examples(256, "Training inputs per task for the Grams"),
+        batch_size(32),
     )
 
     def run(self, modelpool):
         """Merge group by group in execution order."""
         from .sequential_regmean import regmean_plusplus
 
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"hyperparameter 'regmean_plusplus.alpha' must lie in [0, 1], got {self.alpha}")
         return regmean_plusplus(self, modelpool)
 
 

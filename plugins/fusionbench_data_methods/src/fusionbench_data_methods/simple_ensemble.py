@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fusionbench_core import BaseAlgorithm, Hyperparameter, Requirement, hookimpl
+from fusionbench_core import BaseAlgorithm, Requirement, hookimpl
+
+from ._params import combine
 
 
 class SimpleEnsemble(BaseAlgorithm):
@@ -17,8 +19,7 @@ class SimpleEnsemble(BaseAlgorithm):
     name = "simple_ensemble"
     requirement = Requirement.DATA_FREE
     hyperparameters = (
-        Hyperparameter("combine", str, "logits", "Average logits or probabilities",
-                       choices=("logits", "probabilities")),
+        combine("Average logits or probabilities"),
     )
 
     def run(self, modelpool):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fusionbench_core import BaseAlgorithm, Hyperparameter, Requirement, hookimpl
 
+from ._params import combine
+
 
 class WeightedEnsemble(BaseAlgorithm):
     """The members' logits (or probabilities) combined with weights ``w_i / Σ w``; members with weight 0 never run.
@@ -16,8 +18,7 @@ class WeightedEnsemble(BaseAlgorithm):
     requirement = Requirement.DATA_FREE
     hyperparameters = (
         Hyperparameter("weights", list, None, "One non-negative weight per model, normalised (default: equal)"),
-        Hyperparameter("combine", str, "logits", "Weighted mean of logits or of probabilities",
-                       choices=("logits", "probabilities")),
+        combine("Weighted mean of logits or of probabilities"),
     )
 
     def run(self, modelpool):
