@@ -104,3 +104,16 @@ def test_every_suite_is_one_pool_class_looked_up_by_name():
     assert len(CLIPRobustnessTaskPool("clip-vit-b32-robustness").task_names) == 4 * 8
     with pytest.raises(UnknownComponentError, match="clip-vit-b32-ta8"):
         CLIPVisionModelPool("clip-vit-b32-ta9")
+
+
+def test_clip_evaluation_is_fp32_by_default_on_every_device():
+    import torch
+
+    from fusionbench_vision.taskpool import CLIPZeroShotTaskPool
+    from fusionbench_vision.zeroshot import autocast_dtype
+
+    pool = CLIPZeroShotTaskPool("clip-vit-b32-ta8")
+    assert pool.precision == "fp32" and {o.name: o.default for o in pool.options}["precision"] == "fp32"
+    assert autocast_dtype(pool.precision, torch.device("cuda")) is None  # upstream: Fabric precision null
+    assert autocast_dtype("fp16", torch.device("cuda")) is torch.float16  # opt-in
+    assert autocast_dtype("auto", torch.device("cuda")) is torch.float16

@@ -37,7 +37,7 @@ from .checkpoints import Architecture, CanonicalSource, save_pretrained_atomic
 from .common import get_suite, load_config, pad_batch, select_tasks
 from .glue import GLUE_TASKS
 from .metrics import exact_match_accuracy, parse_score, spearman_rho
-from .runtime import inference, load_tokenizer, pick_device, quiet_transformers
+from .runtime import PRECISIONS, inference, load_tokenizer, pick_device, quiet_transformers
 from .suites import SuiteSpec
 from .tokenized import load_encoded
 
@@ -170,7 +170,9 @@ class FlanT5GlueTaskPool:
         Hyperparameter("tasks", list, None, "Tasks to evaluate (default: all eight)."),
         Hyperparameter("max_examples", int, None, "Evaluate only the first N validation examples per task."),
         Hyperparameter("batch_size", int, 32, "Examples per generate() call."),
-        Hyperparameter("device", str, "auto", "torch device; 'auto' is CUDA (with bfloat16 autocast) when present."),
+        Hyperparameter("device", str, "auto", "torch device; 'auto' is CUDA when present."),
+        Hyperparameter("precision", str, "fp32", "fp32 (upstream's), or bf16: bfloat16 autocast on CUDA "
+                       "(faster; can flip near-tie predictions).", choices=PRECISIONS),
         Hyperparameter("upstream_padding", bool, False,
                        "Pad every input to the tokenizer's max length and pass no attention mask, as upstream "
                        "FusionBench did (slower; pads are then attended to). Default: per-batch padding, masked."),
@@ -178,7 +180,7 @@ class FlanT5GlueTaskPool:
 
     def __init__(self, name: str = "flan-t5-base-glue", tasks: list[str] | None = None,
                  max_examples: int | None = None, batch_size: int = 32, device: str = "auto",
-                 upstream_padding: bool = False):
+                 precision: str = "fp32", upstream_padding: bool = False):
         self.suite: SuiteSpec = get_suite(name, "flan-t5", "task pools")
         self.name = name
         if batch_size < 1:
@@ -187,6 +189,10 @@ class FlanT5GlueTaskPool:
         self.max_examples = max_examples
         self.batch_size = batch_size
         self.device = pick_device(device)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"task pool '{name}': option 'precision' must be one of {', '.join(PRECISIONS)}, "
+                              f"got '{precision}'")
+        self.precision = precision
         self.upstream_padding = upstream_padding
         self.checkpoints = FlanT5Checkpoints(self.suite)
 
@@ -215,7 +221,7 @@ class FlanT5GlueTaskPool:
         texts: list[str] = []
         total = -(-len(input_ids) // self.batch_size)
         starts = range(0, len(input_ids), self.batch_size)
-        with inference(self.device):
+        with inference(self.device, self.precision):
             for start in track(starts, "flan-t5 generate", total=total):
                 rows = input_ids[start:start + self.batch_size]
                 length = self.max_length if self.upstream_padding else None

@@ -31,7 +31,7 @@ from fusionbench_core.protocols import PRETRAINED, DataRequest, EvaluationReport
 from .checkpoints import Architecture, CanonicalSource, save_pretrained_atomic
 from .common import get_suite, load_config, pad_batch, select_tasks
 from .glue import GLUE_TASKS, split_for
-from .runtime import inference, load_tokenizer, pick_device, quiet_transformers
+from .runtime import PRECISIONS, inference, load_tokenizer, pick_device, quiet_transformers
 from .suites import SuiteSpec
 from .tokenized import EncodedSplit, load_encoded
 
@@ -180,11 +180,13 @@ class GPT2GlueTaskPool:
         Hyperparameter("tasks", list, None, "Tasks to evaluate (default: all seven)."),
         Hyperparameter("max_examples", int, None, "Evaluate only the first N validation examples per task."),
         Hyperparameter("batch_size", int, 32, "Examples per forward pass."),
-        Hyperparameter("device", str, "auto", "torch device; 'auto' is CUDA (with bfloat16 autocast) when present."),
+        Hyperparameter("device", str, "auto", "torch device; 'auto' is CUDA when present."),
+        Hyperparameter("precision", str, "fp32", "fp32 (upstream's), or bf16: bfloat16 autocast on CUDA "
+                       "(faster; can flip near-tie predictions).", choices=PRECISIONS),
     )
 
     def __init__(self, name: str = "gpt2-glue", tasks: list[str] | None = None, max_examples: int | None = None,
-                 batch_size: int = 32, device: str = "auto"):
+                 batch_size: int = 32, device: str = "auto", precision: str = "fp32"):
         if batch_size < 1:
             raise ConfigError(f"task pool '{name}': option 'batch_size' must be at least 1, got {batch_size}")
         self.suite: SuiteSpec = get_suite(name, "gpt2", "task pools")
@@ -193,6 +195,10 @@ class GPT2GlueTaskPool:
         self.max_examples = max_examples
         self.batch_size = batch_size
         self.device = pick_device(device)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"task pool '{name}': option 'precision' must be one of {', '.join(PRECISIONS)}, "
+                              f"got '{precision}'")
+        self.precision = precision
         self.resources = GPT2GlueResources(self.suite)
 
     @property
@@ -220,7 +226,7 @@ class GPT2GlueTaskPool:
             correct = 0
             batches = self.resources.batches(encoded, self.batch_size)
             total_batches = -(-len(encoded) // self.batch_size)
-            with inference(self.device):
+            with inference(self.device, self.precision):
                 for inputs, labels in track(batches, f"gpt2-glue {task}", total=total_batches):
                     logits = task_logits(model, logits_of, inputs)
                     correct += int((logits.argmax(dim=-1).cpu() == labels).sum())

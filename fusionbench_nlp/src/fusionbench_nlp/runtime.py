@@ -1,4 +1,4 @@
-"""Where evaluation runs: device choice, autocast on GPU, quiet transformers, tokenizer loading."""
+"""Where evaluation runs: device choice, precision (fp32 unless asked), quiet transformers, tokenizer loading."""
 
 from __future__ import annotations
 
@@ -17,11 +17,17 @@ def pick_device(name: str) -> torch.device:
     return resolve_device(name)
 
 
+PRECISIONS = ("fp32", "bf16")
+"""Evaluation precisions: fp32 (upstream's, the default) or bfloat16 autocast on CUDA (T5 overflows in float16)."""
+
+
 @contextlib.contextmanager
-def inference(device: torch.device) -> Iterator[None]:
-    """No gradients; bfloat16 autocast on CUDA (T5 overflows in float16, so never float16)."""
+def inference(device: torch.device, precision: str = "fp32") -> Iterator[None]:
+    """No gradients; fp32, or bfloat16 autocast on CUDA when ``precision`` is ``bf16`` (CPU stays fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     with torch.inference_mode():
-        if device.type == "cuda":
+        if precision == "bf16" and device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 yield
         else:

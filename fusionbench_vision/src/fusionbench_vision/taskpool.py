@@ -3,7 +3,8 @@
 Only the vision tower changes between evaluated models; heads, ``visual_projection`` and the
 preprocessing are the pretrained model's (see :mod:`fusionbench_vision.zeroshot`). Images are
 preprocessed once per task and cached (:mod:`fusionbench_vision.data`); evaluation runs batched under
-``torch.inference_mode`` with float16 autocast on a GPU and background workers reading the cache.
+``torch.inference_mode`` in float32 (as upstream; autocast is opt-in with ``precision``) and background
+workers reading the cache.
 The robustness pools score the clean test sets and each of the seven corruptions of
 :mod:`fusionbench_vision.corruptions`, reported as ``<task>`` and ``<task>/<corruption>``.
 """
@@ -25,8 +26,10 @@ _COMMON = (
     Hyperparameter("batch_size", int, 128, "Images per forward pass."),
     Hyperparameter("num_workers", int, -1, "Data loader workers for preprocessing and reading (-1: auto)."),
     Hyperparameter("device", str, "auto", "auto (CUDA when available), cpu, cuda or cuda:N."),
-    Hyperparameter("precision", str, "auto", "Autocast dtype of the vision tower: auto (fp16 on GPU), fp32, fp16, bf16.",
-                   choices=("auto", "fp32", "fp16", "bf16")),
+    Hyperparameter("precision", str, "fp32",
+                   "Vision tower precision: fp32 (upstream's), or autocast to fp16 or bf16; auto is fp16 on a GPU, "
+                   "fp32 on CPU. Autocast can flip near-tie predictions.",
+                   choices=("fp32", "fp16", "bf16", "auto")),
     Hyperparameter("device_cache_gb", float, 8.0,
                    "On a GPU, keep up to this many GB of each task's preprocessed uint8 images on the device "
                    "between evaluations (a sweep then reads them once); 0 streams from the disk cache every time."),
@@ -70,7 +73,7 @@ class CLIPZeroShotTaskPool:
     options = _COMMON
 
     def __init__(self, name: str, examples: int = 0, batch_size: int = 128, num_workers: int = -1,
-                 device: str = "auto", precision: str = "auto", device_cache_gb: float = 8.0, seed: int = 0,
+                 device: str = "auto", precision: str = "fp32", device_cache_gb: float = 8.0, seed: int = 0,
                  pretrained: str = "",
                  tasks: list | None = None, corruption: str = "clean", severity: int = 3):
         self.suite: SuiteSpec = get_suite(name, "task pools")

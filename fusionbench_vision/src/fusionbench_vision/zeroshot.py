@@ -35,7 +35,7 @@ HEAD_VERSION = 1
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` (``auto``: float16 on GPU, none on CPU)."""
+    """The autocast dtype for ``precision``: none for ``fp32``; ``auto`` is float16 on GPU, none on CPU."""
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else None
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
@@ -55,7 +55,7 @@ def _fingerprint(path: str) -> str:
 class ZeroShotClassifier:
     """The text side of a pretrained CLIP model: processing, projection, heads (cached on disk)."""
 
-    def __init__(self, pretrained_id: str, *, device: str = "auto", precision: str = "auto"):
+    def __init__(self, pretrained_id: str, *, device: str = "auto", precision: str = "fp32"):
         self.pretrained_id = pretrained_id
         self.path = resolve(pretrained_id)
         check_clip(self.path, pretrained_id, allowed=("clip",))
