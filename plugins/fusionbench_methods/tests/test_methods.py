@@ -288,6 +288,13 @@ def test_breadcrumbs_hand_example_and_identity_settings():
     assert close(merge("breadcrumbs", BASE, MODELS, gamma=0.0, density=1.0), merge("task_arithmetic", BASE, MODELS))
 
 
+def test_breadcrumbs_with_density_plus_gamma_above_one_drops_the_outliers_first():
+    tau = t(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+    got = merge("breadcrumbs", torch.zeros(10, dtype=D), [tau], gamma=0.3, density=0.9, scaling_factor=1.0)
+    # ⌊0.3·10⌋ = 3 outliers (10, 9, 8) dropped, min(⌊0.9·10⌋, 10 − 3) = 7 kept (mergekit would keep 9)
+    assert close(got, t(1, 2, 3, 4, 5, 6, 7, 0, 0, 0))
+
+
 def test_della_keep_probabilities_are_in_range_and_rise_with_magnitude():
     from fusionbench_methods.della import keep_probabilities
 
@@ -319,6 +326,13 @@ def test_model_stock_hand_value_orthogonality_and_order():
     assert close(merge("model_stock", base, [t(1, 0), t(1, 1)]), ratio * t(1, 0.5))
     assert close(merge("model_stock", t(1, 1), [t(2, 1), t(1, 3)]), t(1, 1))  # orthogonal → θ₀
     assert close(merge("model_stock", BASE, MODELS), merge("model_stock", BASE, MODELS[::-1]), 1e-12)
+
+
+def test_model_stock_with_three_models_averages_the_cosines_not_the_angles():
+    # cos(τ1, τ2) = 0, cos(τ1, τ3) = cos(τ2, τ3) = 1/√2 → mean cosine √2/3 (the mean angle, 60°, would give 0.5)
+    c = math.sqrt(2) / 3
+    ratio = 3 * c / (2 * c + 1)
+    assert close(merge("model_stock", t(0, 0), [t(1, 0), t(0, 1), t(1, 1)]), ratio * t(2 / 3, 2 / 3))
 
 
 def test_slerp_endpoints_hand_value_norm_and_fallback():
