@@ -54,7 +54,7 @@ def main() -> None:
     os.environ["FUSIONBENCH_PROGRESS"] = "0"
     import torch
 
-    from fusionbench_core.engine.api import merge_command
+    from fusionbench_core.merge import merge_command
 
     rows = []
     info = {"torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -75,7 +75,7 @@ def main() -> None:
                     out = Path(args.workdir) / f"out-{suite}-{method}-{device}"
                     start = time.perf_counter()
                     merge_command(method=method, pretrained=base, models=models, modelpool=None, hyperparameters={},
-                                  output=out, device=device, dtype=None, seed=0, progress=False)
+                                  output=out, device=device, dtype=None, seed=0, progress=False, overwrite=True)
                     times.append(time.perf_counter() - start)
                 outs[device] = out
                 row = {"suite": suite, "n": n, "method": method, "device": device, "wall_s": round(times[-1], 3),

@@ -167,7 +167,7 @@ UPSTREAM_ARGS = {"average": {}, "task_arithmetic": {"scaling_factor": 0.3},
                  "ties": {"scaling_factor": 0.3, "threshold": 20, "remove_keys": [], "merge_func": "sum"}}
 
 IMPORTS = {
-    "ours": "import torch, fusionbench_core.cli, fusionbench_core.engine.api, fusionbench_core.engine.tensorwise, "
+    "ours": "import torch, fusionbench_core.cli, fusionbench_core.merge, fusionbench_core.engine.tensorwise, "
             "fusionbench_core.engine.prefetch, fusionbench_core.engine.writer, fusionbench_core.engine.selection, "
             "fusionbench_methods.ties, fusionbench_methods.sign_consensus, fusionbench_methods.random_drop",
     "mergekit": "import torch, mergekit.merge, mergekit.config, mergekit.options, mergekit.merge_methods.api, "

@@ -68,3 +68,81 @@ def test_core_outside_the_suite_kit_never_imports_it():
             if any("suitekit" in name.split(".") for name in names):
                 offenders.append(f"{path.relative_to(ROOT)} imports the suite kit")
     assert offenders == []
+
+
+CORE = ROOT / "fusionbench_core" / "src" / "fusionbench_core"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(CORE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _core_imports(path: Path, *, module_level_only: bool) -> set[str]:
+    """The ``fusionbench_core`` modules ``path`` imports, relative imports resolved.
+
+    ``module_level_only`` keeps the statements that run on import, ``if TYPE_CHECKING:`` blocks
+    included (an import cycle there is still a cycle of the design), and skips those in functions.
+    """
+    tree = ast.parse(path.read_text(), str(path))
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    nodes = []
+    if module_level_only:
+        stack = list(tree.body)
+        while stack:
+            node = stack.pop()
+            nodes.append(node)
+            if isinstance(node, (ast.If, ast.Try)):
+                stack.extend(node.body + node.orelse + getattr(node, "handlers", []) + getattr(node, "finalbody", []))
+            elif isinstance(node, ast.ExceptHandler):
+                stack.extend(node.body)
+    else:
+        nodes = list(ast.walk(tree))
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.split(".")[0] == "fusionbench_core"}
+
+
+def test_engine_imports_nothing_of_the_application_layer():
+    application = ("run", "plugins", "config", "cli", "merge", "registry", "hookspecs")
+    offenders = sorted(
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in (CORE / "engine").rglob("*.py")
+        for name in _core_imports(path, module_level_only=False)
+        if name.split(".")[1:2] and name.split(".")[1] in application
+    )
+    assert offenders == []
+
+
+def test_core_has_no_import_cycle_at_module_level():
+    modules = {_module_name(path): path for path in CORE.rglob("*.py")}
+    graph = {
+        name: {target for target in _core_imports(path, module_level_only=True) if target in modules and target != name}
+        for name, path in modules.items()
+    }
+    cycles = []
+
+    def visit(node, trail):
+        for target in sorted(graph[node]):
+            if target in trail:
+                cycles.append(" -> ".join(trail[trail.index(target):] + [target]))
+            elif target not in done:
+                visit(target, trail + [target])
+        done.add(node)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        if name not in done:
+            visit(name, [name])
+    assert cycles == []

@@ -92,6 +92,188 @@ def test_unreadable_inputs_raise_one_line_errors(tmp_path):
         open_source(tmp_path / "empty")
 
 
+# -- renaming sources --------------------------------------------------------------------------
+
+
+class CountingSafetensors(SafetensorsSource):
+    """A safetensors source that counts the bytes handed out, by copy (``pread``) or by zero-copy view."""
+
+    def __init__(self, files):
+        super().__init__(files)
+        self.bytes_read = 0
+
+    def _pread(self, entry, begin, end, out):
+        self.bytes_read += end - begin
+        super()._pread(entry, begin, end, out)
+
+    def view_rows(self, key, start, stop):
+        view = super().view_rows(key, start, stop)
+        self.bytes_read += view.numel() * view.element_size()
+        return view
+
+
+class CountingState(StateDictSource):
+    """An in-memory source that counts the bytes of every tensor or row block it returns."""
+
+    def __init__(self, state):
+        super().__init__(state)
+        self.bytes_read = 0
+
+    def get(self, key):
+        tensor = super().get(key)
+        self.bytes_read += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def get_rows(self, key, start, stop):
+        rows = super().get_rows(key, start, stop)
+        self.bytes_read += rows.numel() * rows.element_size()
+        return rows
+
+
+class Sum(TensorwiseAlgorithm):
+    """A test method: θ₀ + Σ τ_i, row-chunkable, never writing to its inputs (so views are allowed)."""
+
+    name = "test_sum"
+    chunkable = True
+    inplace_inputs = False
+
+    def merge_tensor(self, key, pretrained, models):
+        return pretrained + sum(tensor - pretrained for tensor in models)
+
+
+def test_renamed_source_reads_each_tensor_once_in_row_blocks(tmp_path):
+    from fusionbench_core.engine.sources import RenamedSource
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = [{"w": torch.randn(64, 64, generator=gen)} for _ in range(3)]
+    for i, tensor in enumerate(tensors):
+        save_file(tensor, str(tmp_path / f"m{i}.safetensors"))
+    inner = [CountingSafetensors([tmp_path / f"m{i}.safetensors"]) for i in range(3)]
+    renamed = [RenamedSource(source, {"tower.w": "w"}) for source in inner]
+    assert hasattr(renamed[0], "view_rows") and hasattr(renamed[0], "release") and hasattr(renamed[0], "read_into")
+    sink = StateDictSink()
+    merge_sources(Sum(), renamed[0], renamed[1:], sink=sink, chunk_elements=1024)  # 4 blocks of 16 rows
+    assert [source.bytes_read for source in inner] == [64 * 64 * 4] * 3  # 16 KiB per input, not 4 × 16 KiB
+    expected = tensors[1]["w"] + tensors[2]["w"] - tensors[0]["w"]
+    assert list(sink.state) == ["tower.w"] and torch.allclose(sink.state["tower.w"], expected, atol=1e-6)
+
+    plain = [CountingState(tensor) for tensor in tensors]  # no zero-copy path: none is claimed
+    renamed = [RenamedSource(source, {"tower.w": "w"}) for source in plain]
+    assert not hasattr(renamed[0], "view_rows") and not hasattr(renamed[0], "read_into")
+    merge_sources(Sum(), renamed[0], renamed[1:], sink=StateDictSink(), chunk_elements=1024)
+    assert [source.bytes_read for source in plain] == [64 * 64 * 4] * 3
+    assert torch.equal(renamed[1].get_rows("tower.w", 3, 5), tensors[1]["w"][3:5])
+    assert renamed[1].info("tower.w").shape == (64, 64) and renamed[1].keys() == ["tower.w"]
+
+
+def test_engine_options_are_per_merge_not_shared_by_the_class():
+    assert TensorwiseAlgorithm.engine is None
+    first, second = Mean(), Mean()
+    first.blocks = []
+    merge_sources(first, None, [StateDictSource(state(0))], sink=StateDictSink(), chunk_elements=64)
+    assert first.engine.chunk_elements == 64 and second.engine is None and TensorwiseAlgorithm.engine is None
+
+
+def test_engine_modules_form_no_import_cycle_and_import_no_application_layer():
+    import ast
+
+    import fusionbench_core.engine as engine
+
+    folder = Path(engine.__file__).parent
+    modules = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"} - {"api", "expert_suite"}
+    graph: dict[str, set[str]] = {}
+    for name in modules:
+        edges = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):  # function-level imports too
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in modules:
+                edges.add(node.module)
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                assert node.module in ("errors", "protocols"), f"engine.{name} imports ..{node.module}"
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fusionbench_core."):
+                target = node.module.split(".")
+                assert target[1] in ("errors", "protocols", "engine"), f"engine.{name} imports {node.module}"
+                if target[1] == "engine" and len(target) > 2:
+                    edges.add(target[2])
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
+
+    assert [name for name in sorted(graph) if reaches(name, name, set())] == []
+    assert "sources" not in graph["lora"] and "lora" in graph["sources"]
+
+
+# -- checked input files -----------------------------------------------------------------------
+
+
+def one_line_error(call, *needles):
+    with pytest.raises(ModelLoadError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and all(needle in message for needle in needles), message
+    return message
+
+
+def test_a_broken_model_config_is_refused_naming_the_file(tmp_path):
+    directory = tmp_path / "model"
+    directory.mkdir()
+    save_file(state(0), str(directory / "model.safetensors"))
+    (directory / "config.json").write_text('{"model_type": "toy",')
+    one_line_error(lambda: open_source(directory), str(directory / "config.json"), "not valid JSON")
+    (directory / "config.json").write_text('["model_type"]')
+    one_line_error(lambda: open_source(directory), "config.json", "not a JSON object")
+    (directory / "config.json").write_text('{"model_type": "toy"}')
+    assert set(open_source(directory).keys()) == set(state(0))
+
+
+def adapter(tmp_path: Path, name: str, config_text: str) -> Path:
+    gen = torch.Generator().manual_seed(3)
+    path = write_adapter(tmp_path / name, {"base_model.model.layer.lora_A.weight": torch.randn(2, 8, generator=gen),
+                                           "base_model.model.layer.lora_B.weight": torch.randn(8, 2, generator=gen)})
+    (path / "adapter_config.json").write_text(config_text)
+    return path
+
+
+def test_a_broken_adapter_config_is_refused_naming_the_file(tmp_path):
+    base = StateDictSource(state(0))
+    cases = {
+        "json": ('{"peft_type": "LORA", "lora_alpha": 4', "not valid JSON"),
+        "alpha": ('{"peft_type": "LORA", "r": 2}', "lacks the key 'lora_alpha'"),
+        "type": ('{"peft_type": "IA3", "lora_alpha": 4}', "'IA3' adapter"),
+        "number": ('{"peft_type": "LORA", "lora_alpha": "4"}', "'lora_alpha' must be a number"),
+        "flag": ('{"peft_type": "LORA", "lora_alpha": 4, "fan_in_fan_out": "yes"}', "'fan_in_fan_out'"),
+        "pattern": ('{"peft_type": "LORA", "lora_alpha": 4, "alpha_pattern": {"layer": "x"}}', "'alpha_pattern'"),
+    }
+    for name, (text, needle) in cases.items():
+        path = adapter(tmp_path, name, text)
+        one_line_error(lambda path=path: open_source(path, base=base), str(path / "adapter_config.json"), needle)
+    good = adapter(tmp_path, "good", '{"peft_type": "LORA", "lora_alpha": 4}')
+    assert open_source(good, base=base).scale("layer.weight") == 2.0  # 4 / r, r = 2 from A's shape
+
+
+def test_a_broken_shard_index_is_refused_naming_the_file(tmp_path):
+    tensors = state(1)
+    first = {k: v for k, v in tensors.items() if k.startswith("embed")}
+    second = {k: v for k, v in tensors.items() if not k.startswith("embed")}
+    save_file(first, str(tmp_path / "a.safetensors"))
+    save_file(second, str(tmp_path / "b.safetensors"))
+    index = tmp_path / "model.safetensors.index.json"
+    good = {k: "a.safetensors" for k in first} | {k: "b.safetensors" for k in second}
+    cases = [
+        ('{"weight_map": {', "not valid JSON"),
+        (json.dumps({"metadata": {}}), "lacks the key 'weight_map'"),
+        (json.dumps({"weight_map": []}), "'weight_map' is not"),
+        (json.dumps({"weight_map": good | {"layer.bias": "c.safetensors"}}), "shard 'c.safetensors', which does not exist"),
+        (json.dumps({"weight_map": good | {"layer.bias": "a.safetensors"}}), "'layer.bias' is not in shard 'a.safetensors'"),
+        (json.dumps({"weight_map": {k: v for k, v in good.items() if k != "scale"}}), "'scale', which the index does not list"),
+    ]
+    for text, needle in cases:
+        index.write_text(text)
+        one_line_error(lambda: open_source(index), str(index), needle)
+        one_line_error(lambda: open_source(tmp_path), str(index), needle)
+    index.write_text(json.dumps({"weight_map": good}))
+    assert load_dir(tmp_path).keys() == tensors.keys()
+
+
 # -- LoRA --------------------------------------------------------------------------------------
 
 
@@ -279,7 +461,7 @@ def test_fb_merge_task_arithmetic_writes_an_hf_directory(fb_cli, model_dirs, tmp
     hashes = [entry["hash"] for entry in summary["inputs"]]
     assert len(set(hashes)) == 4 and all(h in card for h in hashes)
     assert not list(tmp_path.glob(".out.partial*"))
-    again = fb_cli(*args)
+    again = fb_cli(*args, "--overwrite")  # an existing output is refused without it
     assert again.json["inputs"] == summary["inputs"]  # content hashes are stable
 
 

@@ -40,12 +40,30 @@ def test_duplicate_name_names_both_owners():
 
 
 def test_unknown_name_did_you_mean_and_install_hint():
-    registry = Registry("modelpool", {"clip-": "fusionbench-vision"})
+    registry = Registry("modelpool", {"clip-": "fusionbench-vision-not-installed"})
     registry.add(_entry("mini-vision"))
     with pytest.raises(UnknownComponentError, match="Did you mean: mini-vision"):
         registry.entry("mini-vison")
-    with pytest.raises(UnknownComponentError, match="pip install fusionbench-vision"):
+    with pytest.raises(UnknownComponentError, match="pip install fusionbench-vision-not-installed"):
         registry.entry("clip-vit-b32-ta8")
+
+
+def _message(registry, name):
+    with pytest.raises(UnknownComponentError) as info:
+        registry.entry(name)
+    return str(info.value)
+
+
+def test_install_hint_only_for_what_is_not_installed_or_registered():
+    installed = Registry("modelpool", {"clip-": "fusionbench-core"})  # installed in every test environment
+    installed.add(_entry("mini-vision"))
+    assert "pip install" not in _message(installed, "clip-vit-b99")
+    registered = Registry("modelpool", {"clip-": "fusionbench-vision-not-installed"})
+    registered.add(_entry("clip-vit-b32-ta8"))
+    message = _message(registered, "clip-vit-b99")
+    assert "Did you mean: clip-vit-b32-ta8?" in message and "pip install" not in message
+    methods = Registry("method", {"": ("fusionbench-core", "fusionbench-methods-not-installed")})
+    assert _message(methods, "ties").endswith("Methods come with: pip install fusionbench-methods-not-installed")
 
 
 class _PluginA:
@@ -87,6 +105,20 @@ def test_plugin_whose_hook_raises_is_reported_not_fatal():
     assert row["status"] == "failed" and "RuntimeError: boom" in row["error"]
 
 
+class _TypoPlugin:
+    @hookimpl
+    def register_method(self, register):
+        register("never", "json:dumps")
+
+
+def test_registering_a_plugin_with_an_unknown_hook_in_code_raises_and_registers_nothing():
+    host = PluginHost(load_entry_points=False)
+    with pytest.raises(PluginLoadError, match=r"^plugin 'typo': unknown hook 'register_method' \(no such hookspec\)\. "
+                                              r"Did you mean: register_methods\?$"):
+        host.register_plugin(_TypoPlugin(), "typo")
+    assert host.pm.get_plugin("typo") is None and "typo" not in host.records
+
+
 def _fake_distribution(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
     """Write an installed-looking distribution (dist-info + modules) under ``root``."""
     info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
@@ -108,6 +140,14 @@ def register_methods(register):
 
 BROKEN = """
 raise ImportError("this plugin is broken on purpose")
+"""
+
+TYPO = """
+from fusionbench_core import hookimpl
+
+@hookimpl
+def register_method(register):
+    register("typo_merge", "fake_typo_mod:Missing")
 """
 
 DUPLICATE = """
@@ -135,7 +175,7 @@ def fake_plugins(tmp_path):
 def test_broken_plugin_is_listed_with_its_error_and_the_rest_works(fake_plugins):
     result = _fb(["plugins", "--json"], fake_plugins)
     assert result.returncode == 0, result.stderr
-    rows = {row["name"]: row for row in json.loads(result.stdout)["plugins"]}
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["fake_broken"]["status"] == "failed"
     assert "this plugin is broken on purpose" in rows["fake_broken"]["error"]
     assert rows["fake_good"]["status"] == "loaded"
@@ -153,12 +193,34 @@ def test_duplicate_across_distributions_names_both(fake_plugins):
     assert last.startswith("Error: method 'fake_merge' is registered twice")
     assert "fake-good" in last and "fake-dup" in last
     listing = json.loads(_fb(["plugins", "--json"], fake_plugins).stdout)
-    assert any("fake_merge" in conflict for conflict in listing["conflicts"])
+    assert isinstance(listing, list), "fb plugins --json is a list of plugin records, like every listing"
+    conflicts = {row["name"]: row["conflicts"] for row in listing}
+    assert conflicts["fake_good"] == conflicts["fake_dup"] == [last.removeprefix("Error: ")]
+    assert conflicts["task_arithmetic"] == []
+
+
+def test_plugin_with_a_misspelt_hook_fails_alone(fake_plugins):
+    _fake_distribution(fake_plugins, "fake-typo", {"fake_typo": "fake_typo_mod"}, {"fake_typo_mod": TYPO})
+    listing = _fb(["plugins", "--json"], fake_plugins)
+    assert listing.returncode == 0, listing.stderr
+    rows = {row["name"]: row for row in json.loads(listing.stdout)}
+    assert rows["fake_typo"]["status"] == "failed"
+    assert rows["fake_typo"]["error"] == "unknown hook 'register_method' (no such hookspec). Did you mean: register_methods?"
+    assert rows["fake_good"]["status"] == "loaded"
+    table = _fb(["plugins"], fake_plugins)
+    assert table.returncode == 0 and "fake_typo" in table.stdout and "register_method" in table.stdout
+    methods = _fb(["methods", "--json"], fake_plugins)
+    assert methods.returncode == 0, methods.stderr
+    names = {row["name"] for row in json.loads(methods.stdout)}
+    assert {"fake_merge", "task_arithmetic"} <= names and "typo_merge" not in names
+    run = _fb(["run", "-p", "tiny", "-m", "task_arithmetic", "--dry-run", "--json"], fake_plugins)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["method"] == "task_arithmetic"
 
 
 def test_env_vars_load_only_or_block_named_plugins(fake_plugins):
     only = json.loads(_fb(["plugins", "--json"], fake_plugins, FUSIONBENCH_LOAD_PLUGINS="fake_good").stdout)
-    status = {row["name"]: row["status"] for row in only["plugins"]}
+    status = {row["name"]: row["status"] for row in only}
     assert status["fake_good"] == "loaded"
     assert status["fake_broken"] == "skipped" and status["task_arithmetic"] == "skipped"
     blocked = json.loads(_fb(["methods", "--json"], fake_plugins, FUSIONBENCH_DISABLE_PLUGINS="fake-good,ties").stdout)

@@ -3,13 +3,14 @@
 A run file looks like::
 
     method: ties
-    hyperparameters: {scaling_factor: 0.3, threshold: 20}
+    hyperparameters: {scaling_factor: 0.3, density: 0.2}
     modelpool: mini-vision            # or {name: mini-vision, seed: 1}
     taskpool: mini-vision
     seed: 0
 
 ``-s key=value`` sets a method hyperparameter; ``-s modelpool.key=value`` and ``-s taskpool.key=value``
-set options of the pools. Options on the command line win over the run file.
+set options of the pools. Options on the command line win over the run file. ``--overwrite`` has
+no run-file key: replacing an existing model directory is asked for on the command line only.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class RunConfig:
     seed: int = 0
     output: Path | None = None
     save_model: bool = False
+    overwrite: bool = False
+    """Whether ``--save-model`` may replace the files of an existing, non-empty model directory."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready form (used by ``--dry-run``)."""
@@ -124,6 +127,7 @@ def build_run_config(
     seed: int | None = None,
     output: Path | None = None,
     save_model: bool | None = None,
+    overwrite: bool = False,
 ) -> RunConfig:
     """Merge a run file (if any) with command-line options; the command line wins."""
     data = load_run_file(run_file) if run_file else {}
@@ -158,4 +162,4 @@ def build_run_config(
         raise ConfigError(f"{where}: seed must be an integer, got {run_seed!r}") from exc
     out = output or (Path(data["output"]) if data.get("output") else None)
     save = save_model if save_model is not None else bool(data.get("save_model", False))
-    return RunConfig(method_spec, pool_spec, task_spec, run_seed, out, save)
+    return RunConfig(method_spec, pool_spec, task_spec, run_seed, out, save, overwrite)

@@ -44,7 +44,15 @@ class UnknownComponentError(ConfigError, KeyError):
 
 
 class DuplicateNameError(FusionBenchError):
-    """Two plugins registered the same name for the same kind of component."""
+    """Two plugins registered the same name for the same kind of component.
+
+    ``plugins`` holds the two plugins' entry-point names (first owner first), so listings can show
+    the conflict with each of them.
+    """
+
+    def __init__(self, message: str, plugins: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.plugins = tuple(plugins)
 
 
 class PluginLoadError(FusionBenchError):

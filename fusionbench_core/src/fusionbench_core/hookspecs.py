@@ -2,10 +2,16 @@
 
 A plugin is a module listed under the ``fusionbench`` entry-point group whose functions are
 decorated with :data:`hookimpl`. Every hook here is documented in ``docs/plugins.md``.
+
+This module is the plugin API and imports nothing of FusionBench at run time (only pluggy), so
+the run program, the plugin host and plugins may all import it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
@@ -13,12 +19,24 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from .run import RunInfo
+    from .config import RunConfig
 
 PROJECT_NAME = "fusionbench"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@dataclass
+class RunInfo:
+    """What the ``run_started`` / ``run_finished`` hooks receive: the resolved components of one run."""
+
+    config: RunConfig
+    algorithm: Any
+    modelpool: Any
+    taskpool: Any
+    output: Path | None
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 class Register(Protocol):

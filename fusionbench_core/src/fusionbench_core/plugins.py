@@ -4,6 +4,12 @@ Every method, model pool and task pool, the built-in ones included, arrives thro
 a module listed under ``[project.entry-points.fusionbench]`` whose ``register_*`` hooks call
 ``register(name, "package.module:Class", ...)``.
 
+Each plugin is loaded and validated on its own: one that fails to import, implements a hook that
+does not exist (a misspelt ``register_method``) or raises in a hook is unregistered and listed by
+``fb plugins`` with its error, and everything else keeps working. The host calls each plugin's
+``register_*`` implementation directly (so every entry knows its plugin); pluggy's hookwrappers
+and ``tryfirst``/``trylast`` therefore do not apply to those hooks.
+
 Environment variables:
 
 ``FUSIONBENCH_LOAD_PLUGINS``
@@ -14,6 +20,7 @@ Environment variables:
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import os
 from collections.abc import Callable, Iterator
@@ -24,21 +31,25 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import DuplicateNameError
+from .errors import DuplicateNameError, PluginLoadError
 from .registry import KINDS, Entry, Registry
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 LOAD_ENV = "FUSIONBENCH_LOAD_PLUGINS"
 DISABLE_ENV = "FUSIONBENCH_DISABLE_PLUGINS"
 
-INSTALL_HINTS = {
-    "": "fusionbench-methods (data-free merges) or fusionbench-data-methods",
-    "clip-": "fusionbench-vision",
-    "mini-vision": "fusionbench-vision",
-    "gpt2-": "fusionbench-nlp",
-    "flan-t5-": "fusionbench-nlp",
-    "mini-text": "fusionbench-nlp",
+INSTALL_HINTS: dict[str, tuple[str, ...]] = {
+    "": ("fusionbench-methods", "fusionbench-data-methods"),
+    "clip-": ("fusionbench-vision",),
+    "mini-vision": ("fusionbench-vision",),
+    "gpt2-": ("fusionbench-nlp",),
+    "flan-t5-": ("fusionbench-nlp",),
+    "mini-text": ("fusionbench-nlp",),
 }
+"""Name prefixes and the distributions that provide them; shown only for what is not installed."""
+
+PLUGIN_COMMANDS_ATTR = "_fusionbench_plugin_commands_from"
+"""Attribute set on a click group once plugin commands were added to it (holds the host that added them)."""
 
 _HOOK_FOR_KIND = {"method": "register_methods", "modelpool": "register_modelpools", "taskpool": "register_taskpools"}
 
@@ -55,6 +66,8 @@ class PluginRecord:
     error: str | None = None
     status: str = "loaded"
     """``loaded``, ``failed``, ``blocked`` or ``skipped`` (not in FUSIONBENCH_LOAD_PLUGINS)."""
+    conflicts: list[str] = field(default_factory=list)
+    """Names this plugin registered that another plugin registered too (each message names both)."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready row."""
@@ -66,6 +79,7 @@ class PluginRecord:
             "status": self.status,
             "hooks": self.hooks,
             "error": self.error,
+            "conflicts": list(self.conflicts),
         }
 
 
@@ -118,17 +132,42 @@ class PluginHost:
                 record.status = "failed"
                 record.error = f"{type(exc).__name__}: {exc}"
                 continue
+            problem = self._unknown_hooks(plugin)
+            if problem:
+                self.pm.unregister(plugin)
+                record.status = "failed"
+                record.error = problem
+                continue
             record.hooks = sorted(impl.name for impl in self._impls_of(plugin))
-        self.pm.check_pending()
 
     def _impls_of(self, plugin: object) -> list[Any]:
         hookcallers = self.pm.get_hookcallers(plugin) or []
         return list(hookcallers)
 
+    def _unknown_hooks(self, plugin: object) -> str | None:
+        """A one-line error for hook implementations of ``plugin`` that match no hookspec, else None."""
+        specs = sorted(name for name in vars(hookspecs) if hasattr(getattr(hookspecs, name), "fusionbench_spec"))
+        for caller in self._impls_of(plugin):
+            if caller.has_spec():
+                continue
+            if all(impl.optionalhook for impl in caller.get_hookimpls() if impl.plugin is plugin):
+                continue
+            close = difflib.get_close_matches(caller.name, specs, n=1)
+            hint = f" Did you mean: {close[0]}?" if close else f" Hooks are: {', '.join(specs)}."
+            return f"unknown hook '{caller.name}' (no such hookspec).{hint}"
+        return None
+
     def register_plugin(self, plugin: object, name: str, distribution: str = "(inline)") -> None:
-        """Register a plugin object (a module or an instance with hookimpls) in code, e.g. in tests."""
+        """Register a plugin object (a module or an instance with hookimpls) in code, e.g. in tests.
+
+        Raises :class:`~fusionbench_core.errors.PluginLoadError` (and registers nothing) when the
+        object implements a hook that does not exist.
+        """
         self.pm.register(plugin, name=name)
-        self.pm.check_pending()
+        problem = self._unknown_hooks(plugin)
+        if problem:
+            self.pm.unregister(plugin)
+            raise PluginLoadError(f"plugin '{name}': {problem}")
         self.records[name] = PluginRecord(
             name=name,
             distribution=distribution,
@@ -155,6 +194,8 @@ class PluginHost:
     def _build_registries(self) -> dict[str, Registry]:
         registries = {kind: Registry(kind, INSTALL_HINTS) for kind in KINDS}
         self.conflicts = []
+        for record in self.records.values():
+            record.conflicts = []
         for kind in KINDS:
             hook = getattr(self.pm.hook, _HOOK_FOR_KIND[kind])
             # Most recently registered impls come first in pluggy; sort for a stable first owner.
@@ -194,6 +235,9 @@ class PluginHost:
             except DuplicateNameError as exc:
                 self.conflicts.append(str(exc))
                 registry.mark_conflict(name, str(exc))
+                for owner in exc.plugins:
+                    if owner in self.records and str(exc) not in self.records[owner].conflicts:
+                        self.records[owner].conflicts.append(str(exc))
 
         return register
 
@@ -206,8 +250,27 @@ class PluginHost:
         return [self.records[name].describe() for name in sorted(self.records)]
 
     def call_hook(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call a hook of every plugin (used for ``register_commands``, ``run_started``, ``run_finished``)."""
+        """Call a hook of every plugin (``run_started``, ``run_finished``)."""
         return getattr(self.pm.hook, hook_name)(**kwargs)
+
+    def add_commands(self, group: Any) -> None:
+        """Let every plugin's ``register_commands`` add to ``group``, once per group and host.
+
+        The group remembers the host that filled it in an attribute, so repeated lookups cost
+        nothing, and a group built after a plugin was registered (or a new host) gets its commands.
+        A plugin whose hook raises is marked failed; the others' commands still arrive.
+        """
+        if getattr(group, PLUGIN_COMMANDS_ATTR, None) is self:
+            return
+        setattr(group, PLUGIN_COMMANDS_ATTR, self)
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(**{arg: group for arg in impl.argnames})
+            except Exception as exc:  # noqa: BLE001 - reported by `fb plugins`
+                record = self.records.get(impl.plugin_name)
+                if record is not None:
+                    record.status = "failed"
+                    record.error = f"register_commands: {type(exc).__name__}: {exc}"
 
 
 _default_host: PluginHost | None = None

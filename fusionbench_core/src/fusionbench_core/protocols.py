@@ -58,34 +58,90 @@ _FALSE = {"0", "false", "no", "off"}
 
 @dataclass(frozen=True)
 class Hyperparameter:
-    """One documented, typed hyperparameter of an algorithm or a pool."""
+    """One documented, typed hyperparameter of an algorithm; pools declare theirs as :class:`Option`."""
+
+    role: ClassVar[str] = "hyperparameter"
+    """How errors call this setting."""
 
     name: str
     type: type
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    #: Inclusive lower bound, or ``None``; ``minimum_exclusive`` makes it strict.
+    minimum: float | None = None
+    #: Inclusive upper bound, or ``None``; ``maximum_exclusive`` makes it strict.
+    maximum: float | None = None
+    minimum_exclusive: bool = False
+    maximum_exclusive: bool = False
 
-    def parse(self, value: Any, owner: str = "") -> Any:
-        """Convert ``value`` (often a string from ``-s key=value``) to this hyperparameter's type."""
-        where = f"{owner}.{self.name}" if owner else self.name
+    def range_text(self) -> str | None:
+        """The valid range in interval notation (``[0, 1)``, ``> 0``), or ``None`` when unbounded."""
+        if self.minimum is None and self.maximum is None:
+            return None
+        if self.maximum is None:
+            return f"{'>' if self.minimum_exclusive else '>='} {_number(self.minimum)}"
+        if self.minimum is None:
+            return f"{'<' if self.maximum_exclusive else '<='} {_number(self.maximum)}"
+        left = "(" if self.minimum_exclusive else "["
+        right = ")" if self.maximum_exclusive else "]"
+        return f"{left}{_number(self.minimum)}, {_number(self.maximum)}{right}"
+
+    def in_range(self, value: Any) -> bool:
+        """Whether ``value`` (already parsed) lies in the declared range; ``None`` always does."""
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return True
+        if self.minimum is not None:
+            if value < self.minimum or (self.minimum_exclusive and value == self.minimum):
+                return False
+        if self.maximum is not None:
+            if value > self.maximum or (self.maximum_exclusive and value == self.maximum):
+                return False
+        return True
+
+    def parse(self, value: Any, owner: str = "", *, subject: str | None = None) -> Any:
+        """Convert ``value`` (often a string from ``-s key=value``) to this type, checking choices and range.
+
+        Errors name the setting as ``hyperparameter 'OWNER.NAME'`` (``option`` for an :class:`Option`);
+        ``subject`` replaces that wording, e.g. ``option 'modelpool.seed' of model pool 'tiny'``.
+        """
+        if subject is None:
+            subject = f"{self.role} '{owner}.{self.name}'" if owner else f"{self.role} '{self.name}'"
         try:
             parsed = _convert(value, self.type)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"hyperparameter '{where}' expects {self.type.__name__}, got {value!r}"
-            ) from exc
+            raise ConfigError(f"{subject} expects {self.type.__name__}, got {value!r}") from exc
         if self.choices is not None and parsed not in self.choices:
             allowed = ", ".join(map(str, self.choices))
-            raise ConfigError(f"hyperparameter '{where}' must be one of {allowed}, got {value!r}")
+            raise ConfigError(f"{subject} must be one of {allowed}, got {value!r}")
+        if not self.in_range(parsed):
+            raise ConfigError(f"{subject} must be in {self.range_text()}, got {value!r}")
         return parsed
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready description: name, type, default, help and choices."""
+        """A JSON-ready description: name, type, default, help, and choices and range when declared."""
         out = {"name": self.name, "type": self.type.__name__, "default": self.default, "help": self.help}
         if self.choices is not None:
             out["choices"] = list(self.choices)
+        if self.range_text() is not None:
+            out["range"] = self.range_text()
         return out
+
+
+@dataclass(frozen=True)
+class Option(Hyperparameter):
+    """One documented, typed option of a model pool or task pool, set with ``-s modelpool.KEY=VALUE``.
+
+    The same fields as :class:`Hyperparameter` (type, default, choices, range); only the wording of
+    errors differs. The run program names the role and the pool in its errors, e.g.
+    ``option 'modelpool.n_models' of model pool 'tiny' expects int, got 'abc'``.
+    """
+
+    role: ClassVar[str] = "option"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _convert(value: Any, kind: type) -> Any:
@@ -268,6 +324,48 @@ class TaskPool(Protocol):
 
 
 @runtime_checkable
+class BindsModelPool(Protocol):
+    """Optional task-pool capability: be told which model pool the evaluated models come from.
+
+    The run program (``fb run``) and ``fb eval`` call ``taskpool.bind(modelpool)`` once, right after
+    both pools are built and before anything is evaluated. A task pool whose scoring depends on the
+    model pool's settings (a suite's variant, its heads, its seed) reads them there, instead of from
+    tags on the model objects, which fused models such as ensembles do not carry.
+    """
+
+    def bind(self, modelpool: ModelPool) -> None:
+        """Remember what is needed of ``modelpool`` for the evaluations that follow."""
+
+
+def bind_taskpool(taskpool: Any, modelpool: Any) -> None:
+    """Call ``taskpool.bind(modelpool)`` when the task pool offers :class:`BindsModelPool`."""
+    if isinstance(taskpool, BindsModelPool):
+        taskpool.bind(modelpool)
+
+
+class BaseTaskPool:
+    """Convenience base class of task pools: a ``name`` and a no-op :meth:`bind`.
+
+    Subclasses implement :attr:`task_names` and :meth:`evaluate`, and override :meth:`bind` when
+    their scoring depends on the model pool (see :class:`BindsModelPool`).
+    """
+
+    name: str = ""
+
+    def bind(self, modelpool: ModelPool) -> None:
+        """Do nothing: most task pools score any model the same way."""
+
+    @property
+    def task_names(self) -> list[str]:  # pragma: no cover - abstract
+        """Names of the tasks, in report order."""
+        raise NotImplementedError
+
+    def evaluate(self, model: Any) -> EvaluationReport:  # pragma: no cover - abstract
+        """Score ``model`` on every task."""
+        raise NotImplementedError
+
+
+@runtime_checkable
 class FusionAlgorithm(Protocol):
     """A fusion method: it turns a model pool into one fused model."""
 
@@ -286,6 +384,9 @@ class BaseAlgorithm:
 
     Subclasses set :attr:`name`, :attr:`requirement`, :attr:`hyperparameters` and implement
     :meth:`run`. ``seed`` is set by the program before :meth:`run`; use it for every random draw.
+    Each value is parsed and range-checked by its :class:`Hyperparameter` on construction; checks
+    across several hyperparameters go in :meth:`validate`, which construction calls last, so
+    ``fb run --dry-run`` and ``fb merge`` reject bad settings before any model is read.
     """
 
     name: ClassVar[str] = ""
@@ -306,6 +407,19 @@ class BaseAlgorithm:
         for hp in self.hyperparameters:
             value = settings.get(hp.name, hp.default)
             setattr(self, hp.name, hp.parse(value, self.name) if value is not None else None)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the hyperparameters together (each is already parsed and in its range); default: nothing.
+
+        Raise :class:`~fusionbench_core.errors.ConfigError` with one line naming the settings and
+        their values, e.g. DELLA's ``density ± epsilon`` must stay within [0, 1]::
+
+            def validate(self):
+                if not (0 <= self.density - self.epsilon and self.density + self.epsilon <= 1):
+                    raise ConfigError(f"method 'della': density ± epsilon must lie in [0, 1], "
+                                      f"got {self.density} ± {self.epsilon}")
+        """
 
     @property
     def settings(self) -> dict[str, Any]:

@@ -7,6 +7,8 @@ only the registered metadata, so ``fb methods`` never imports a method's module 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,15 +73,31 @@ class Entry:
         return row
 
 
-class Registry:
-    """Components of one kind keyed by name; a duplicate name is an error naming both owners."""
+def is_installed(distribution: str) -> bool:
+    """Whether a distribution (pip package) of that name is installed."""
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
-    def __init__(self, kind: str, install_hints: dict[str, str] | None = None):
+
+class Registry:
+    """Components of one kind keyed by name; a duplicate name is an error naming both owners.
+
+    ``install_hints`` maps a name prefix to the distributions that provide names of that prefix
+    (``{"clip-": ("fusionbench-vision",)}``; the prefix ``""`` for methods at large). An unknown
+    name gets the hint only when no registered name has the prefix and a listed distribution is
+    not installed, so users are never told to install what they have.
+    """
+
+    def __init__(self, kind: str, install_hints: Mapping[str, str | tuple[str, ...]] | None = None):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
         self._conflicts: dict[str, str] = {}
-        self.install_hints = install_hints or {}
+        self.install_hints = {prefix: (packages,) if isinstance(packages, str) else tuple(packages)
+                              for prefix, packages in (install_hints or {}).items()}
 
     def add(self, entry: Entry) -> None:
         """Add ``entry``; raise :class:`DuplicateNameError` if its name or an alias is taken."""
@@ -89,7 +107,8 @@ class Registry:
                 raise DuplicateNameError(
                     f"{self.kind} '{key}' is registered twice: by plugin '{owner.plugin}' "
                     f"({owner.distribution}) and by plugin '{entry.plugin}' ({entry.distribution}); "
-                    "uninstall one or block it with FUSIONBENCH_DISABLE_PLUGINS"
+                    "uninstall one or block it with FUSIONBENCH_DISABLE_PLUGINS",
+                    plugins=(owner.plugin, entry.plugin),
                 )
         self._entries[entry.name] = entry
         for alias in entry.aliases:
@@ -116,15 +135,24 @@ class Registry:
             raise DuplicateNameError(self._conflicts[name])
         key = self._aliases.get(name, name)
         if key not in self._entries:
-            hint = ""
-            for prefix, package in self.install_hints.items():
-                if prefix and name.startswith(prefix):
-                    hint = f"Suites named '{prefix}…' come with: pip install {package}"
-                    break
-            if not hint and not self._entries and self.kind == "method" and "" in self.install_hints:
-                hint = f"Methods come with: pip install {self.install_hints['']}"
-            raise UnknownComponentError(self.kind, name, [*self._entries, *self._aliases], hint)
+            raise UnknownComponentError(self.kind, name, [*self._entries, *self._aliases], self.install_hint(name))
         return self._entries[key]
+
+    def install_hint(self, name: str) -> str:
+        """``pip install …`` advice for an unknown ``name``, or ``""`` when it would not help."""
+        names = [*self._entries, *self._aliases]
+        for prefix, packages in self.install_hints.items():
+            if not prefix or not name.startswith(prefix):
+                continue
+            missing = [package for package in packages if not is_installed(package)]
+            if missing and not any(known.startswith(prefix) for known in names):
+                return f"Suites named '{prefix}…' come with: pip install {' or '.join(missing)}"
+            return ""
+        if not names and self.kind == "method" and "" in self.install_hints:
+            missing = [package for package in self.install_hints[""] if not is_installed(package)]
+            if missing:
+                return f"Methods come with: pip install {' or '.join(missing)}"
+        return ""
 
     def get(self, name: str) -> Any:
         """Load and return the component registered as ``name``."""

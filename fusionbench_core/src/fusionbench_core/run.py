@@ -11,9 +11,10 @@ import os
 import platform
 import random
 import resource
+import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,27 +22,44 @@ from typing import Any
 from . import __version__
 from .config import ComponentSpec, RunConfig
 from .errors import ConfigError, UnknownComponentError
+from .hookspecs import RunInfo
 from .plugins import PluginHost, get_host
-from .protocols import BaseAlgorithm, DataModelPool, Requirement
+from .protocols import PRETRAINED, BaseAlgorithm, DataModelPool, Requirement, bind_taskpool
+
+__all__ = ["REPORT_FILE", "RunInfo", "evaluate_models", "execute", "instantiate", "parse_options", "plan"]
 
 REPORT_FILE = "report.json"
+MODEL_DIR = "model"
+"""Where ``fb run --save-model`` puts the fused model inside the run directory."""
+
+ROLES = {"method": "method", "modelpool": "model pool", "taskpool": "task pool"}
+"""How errors name each kind of component."""
 
 
-@dataclass
-class RunInfo:
-    """What the ``run_started`` / ``run_finished`` hooks receive."""
+def parse_options(kind: str, spec: ComponentSpec, factory: Any) -> dict[str, Any]:
+    """Check a pool's options against the ``options`` (:class:`~fusionbench_core.protocols.Option`) it declares.
 
-    config: RunConfig
-    algorithm: Any
-    modelpool: Any
-    taskpool: Any
-    output: Path | None
-    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    Returns the parsed (typed, range-checked) values; errors name the role and the pool, e.g.
+    ``option 'modelpool.n_models' of model pool 'tiny' expects int, got 'abc'``. A pool that
+    declares no ``options`` gets its options as given.
+    """
+    declared = getattr(factory, "options", None)
+    if declared is None:
+        return dict(spec.options)
+    by_name = {opt.name: opt for opt in declared}
+    owner = f"{ROLES[kind]} '{spec.name}'"
+    parsed = {}
+    for key, value in spec.options.items():
+        if key not in by_name:
+            raise UnknownComponentError("option", key, by_name, owner=owner)
+        parsed[key] = by_name[key].parse(value, subject=f"option '{kind}.{key}' of {owner}")
+    return parsed
 
 
 def instantiate(host: PluginHost, kind: str, spec: ComponentSpec) -> Any:
     """Build the component ``spec`` names, checking its options against what it declares.
 
+    A method parses and range-checks its hyperparameters and runs its ``validate()`` when built.
     For pools, the parsed options replace ``spec.options`` so reports show typed values.
     """
     entry = host.registry(kind).entry(spec.name)
@@ -49,15 +67,8 @@ def instantiate(host: PluginHost, kind: str, spec: ComponentSpec) -> Any:
     if kind == "method":
         instance = factory(**spec.options)
     else:
-        declared = getattr(factory, "options", None)
-        options = dict(spec.options)
-        if declared is not None:
-            by_name = {opt.name: opt for opt in declared}
-            for key in options:
-                if key not in by_name:
-                    raise UnknownComponentError("option", key, by_name, owner=f"{kind} '{spec.name}'")
-            options = {key: by_name[key].parse(value, spec.name) for key, value in options.items()}
-            spec.options = options
+        options = parse_options(kind, spec, factory)
+        spec.options = options
         instance = factory(**options) if _accepts_name(factory) is False else factory(name=spec.name, **options)
     if getattr(instance, "name", None) in (None, ""):
         try:
@@ -110,13 +121,18 @@ def default_output_dir(config: RunConfig) -> Path:
 
 
 def plan(config: RunConfig, host: PluginHost | None = None) -> dict[str, Any]:
-    """Resolve and validate every component without loading models (``fb run --dry-run``)."""
+    """Resolve and validate every component without loading models (``fb run --dry-run``).
+
+    The algorithm is built (so its hyperparameters are parsed, range-checked and cross-checked by
+    ``validate()``), both pools' options are parsed against what the pools declare, and an output
+    that ``--save-model`` would refuse to overwrite is refused here too.
+    """
     host = host or get_host()
-    method = host.registry("method").entry(config.method.name)
-    algorithm_cls = method.load()
-    algorithm = algorithm_cls(**config.method.options)
-    host.registry("modelpool").entry(config.modelpool.name)
-    host.registry("taskpool").entry(config.taskpool.name)
+    algorithm = instantiate(host, "method", config.method)
+    for kind, spec in (("modelpool", config.modelpool), ("taskpool", config.taskpool)):
+        spec.options = parse_options(kind, spec, host.registry(kind).get(spec.name))
+    if config.save_model and config.output is not None:
+        check_output_dir(config.output / MODEL_DIR, overwrite=config.overwrite)
     settings = algorithm.settings if isinstance(algorithm, BaseAlgorithm) else dict(config.method.options)
     return {
         **config.describe(),
@@ -129,19 +145,26 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
     """Run a method over a model pool, evaluate on the task pool and return the report.
 
     With ``write`` the report (and the fused model with ``config.save_model``) lands in the
-    output directory, each file written to a temporary name and renamed when complete.
+    output directory, each file written to a temporary name and renamed when complete. A model
+    directory that exists and is not empty is refused before anything runs, unless
+    ``config.overwrite``; then only the files the pool writes are replaced.
     """
     host = host or get_host()
+    output = (config.output or default_output_dir(config)) if write else None
+    if output is not None and config.save_model:
+        check_output_dir(output / MODEL_DIR, overwrite=config.overwrite)
     algorithm = instantiate(host, "method", config.method)
     modelpool = instantiate(host, "modelpool", config.modelpool)
     taskpool = instantiate(host, "taskpool", config.taskpool)
+    bind_taskpool(taskpool, modelpool)
     requirement = getattr(algorithm, "requirement", Requirement.DATA_FREE)
     if requirement is not Requirement.DATA_FREE and not isinstance(modelpool, DataModelPool):
         raise ConfigError(
             f"method '{config.method.name}' needs data ({requirement.value}), "
             f"but model pool '{config.modelpool.name}' provides none"
         )
-    output = (config.output or default_output_dir(config)) if write else None
+    if output is not None and config.save_model and getattr(modelpool, "save_model", None) is None:
+        raise ConfigError(f"model pool '{config.modelpool.name}' cannot save models (--save-model)")
     info = RunInfo(config, algorithm, modelpool, taskpool, output)
     host.call_hook("run_started", run=info)
 
@@ -181,15 +204,119 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         if config.save_model:
-            save = getattr(modelpool, "save_model", None)
-            if save is None:
-                raise ConfigError(f"model pool '{config.modelpool.name}' cannot save models (--save-model)")
-            save(fused, output / "model")
-            report["model_dir"] = str(output / "model")
+            model_dir = output / MODEL_DIR
+            tmp = temporary_dir_for(model_dir)
+            try:
+                modelpool.save_model(fused, tmp)
+                install_dir(tmp, model_dir, overwrite=config.overwrite)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            report["model_dir"] = str(model_dir)
         report["output"] = str(output)
         write_json_atomic(output / REPORT_FILE, report)
     host.call_hook("run_finished", run=info, report=report)
     return report
+
+
+def evaluate_models(modelpool: ComponentSpec, taskpool: ComponentSpec, *, model_dir: Path | None = None,
+                    model_names: Iterable[str] = (), host: PluginHost | None = None) -> dict[str, dict[str, Any]]:
+    """The ``fb eval`` program: score a saved model directory, or models of the pool, on a task pool.
+
+    Returns ``{label: {"tasks": ..., "average": ...}}``: the directory's path for ``model_dir``,
+    else each requested model name (default: the pretrained model, when there is one, then every
+    fine-tuned model).
+    """
+    host = host or get_host()
+    pool = instantiate(host, "modelpool", modelpool)
+    tasks = instantiate(host, "taskpool", taskpool)
+    bind_taskpool(tasks, pool)
+    results: dict[str, dict[str, Any]] = {}
+    if model_dir is not None:
+        from .engine.sources import open_source
+
+        source = open_source(model_dir)
+        state = {key: source.get(key) for key in source.keys()}
+        results[str(model_dir)] = tasks.evaluate(pool.build_model(state)).to_dict()
+        return results
+    names = list(model_names) or ([PRETRAINED] if pool.has_pretrained else []) + list(pool.model_names)
+    known = ([PRETRAINED] if pool.has_pretrained else []) + list(pool.model_names)
+    for name in names:
+        if name not in known:
+            raise UnknownComponentError("model", name, known, owner=f"model pool '{modelpool.name}'")
+    for name in names:
+        results[name] = tasks.evaluate(pool.load_model(name)).to_dict()
+    return results
+
+
+# -- output directories ------------------------------------------------------------------------
+
+
+def check_output_dir(path: Path, *, overwrite: bool) -> None:
+    """Refuse an output directory that exists and is not empty, unless ``overwrite``.
+
+    Also refuses a path that exists and is not a directory, with or without ``overwrite``.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output '{path}' exists and is not a directory")
+    if not overwrite and path.is_dir() and any(path.iterdir()):
+        raise ConfigError(f"output directory '{path}' exists and is not empty; pass --overwrite to replace fb's files in it")
+
+
+def temporary_dir_for(path: Path) -> Path:
+    """A fresh, empty directory next to ``path`` (same file system, so renames are atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
+                   "pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json")
+"""Checkpoint file names: a new output removes those of an older one that it does not rewrite."""
+
+
+def install_dir(tmp: Path, target: Path, *, overwrite: bool) -> list[str]:
+    """Move the complete output in ``tmp`` to ``target``, file by file with ``os.replace``.
+
+    When ``target`` is missing (or empty) the whole directory is renamed into place. Otherwise
+    (only with ``overwrite``) each file of ``tmp`` replaces its namesake atomically: weight shards
+    first, then the file that names them (the index or ``model.safetensors``), then stale checkpoint
+    files of the older output, then the rest. Files in ``target`` that fb did not write this time
+    and that are not checkpoint files (a user's notes, other outputs) stay. Returns the names moved.
+    """
+    tmp, target = Path(tmp), Path(target)
+    names = sorted(p.name for p in tmp.iterdir())
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        os.replace(tmp, target)
+        return names
+    check_output_dir(target, overwrite=overwrite)
+    entry = {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"}
+    weights = [n for n in names if _is_weight_file(n)]
+    ordered = [n for n in weights if n not in entry] + [n for n in weights if n in entry]
+    for name in ordered:
+        os.replace(tmp / name, target / name)
+    for stale in sorted(target.iterdir()):
+        if stale.is_file() and _is_weight_file(stale.name) and stale.name not in names:
+            stale.unlink()
+    for name in names:
+        if name not in weights:
+            if (target / name).is_dir() and not (tmp / name).is_dir():
+                raise ConfigError(f"output '{target / name}' is a directory; fb would write a file there")
+            if (tmp / name).is_dir() and (target / name).exists():
+                install_dir(tmp / name, target / name, overwrite=True)
+            else:
+                os.replace(tmp / name, target / name)
+    return names
+
+
+def _is_weight_file(name: str) -> bool:
+    from fnmatch import fnmatch
+
+    return any(fnmatch(name, pattern) for pattern in WEIGHT_PATTERNS)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -9,7 +9,6 @@
 - :mod:`.selection` — exact top-k without sorting (``top_k_mask``, ``StreamingTopK``).
 - :mod:`.writer` — ``SafetensorsWriter`` (sharded safetensors written tensor by tensor with
   ``pwrite``), ``StateDictSink``.
-- :mod:`.api` — ``merge_command``, what ``fb merge`` runs.
 
 This subpackage needs torch and safetensors (``pip install fusionbench-core[torch]``); importing
 :mod:`.tensorwise` alone does not import torch, so method plugins stay cheap to list.
