@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from fusionbench_core.engine.sources import RenamedSource
 from fusionbench_core.errors import ModelLoadError, ShapeMismatchError
-from fusionbench_core.protocols import TensorInfo, TensorSource
+from fusionbench_core.protocols import TensorSource
 
 
 class Architecture:
@@ -107,14 +108,18 @@ class Architecture:
         return out
 
 
-class CanonicalSource:
-    """A :class:`TensorSource` view of a checkpoint file under an :class:`Architecture`'s names."""
+class CanonicalSource(RenamedSource):
+    """A :class:`TensorSource` view of a checkpoint file under an :class:`Architecture`'s names.
+
+    Keys come in the architecture's order; row reads and the file's zero-copy fast paths are
+    forwarded (:class:`~fusionbench_core.engine.sources.RenamedSource`).
+    """
 
     def __init__(self, raw: TensorSource, architecture: Architecture, *, where: str):
         self.raw = raw
         self.architecture = architecture
         present = set(raw.keys())
-        self._map: dict[str, str] = {}
+        mapping: dict[str, str] = {}
         for key in architecture.keys:
             found = next((name for name in architecture.candidates(key) if name in present), None)
             if found is None:
@@ -123,27 +128,8 @@ class CanonicalSource:
             if shape != architecture.shapes[key]:
                 raise ShapeMismatchError(f"tensor '{found}' has shape {list(shape)} in '{where}' "
                                          f"but {list(architecture.shapes[key])} in the pool's architecture")
-            self._map[key] = found
-
-    def keys(self) -> list[str]:
-        """Canonical names in the architecture's order."""
-        return list(self._map)
-
-    def info(self, key: str) -> TensorInfo:
-        """Shape and dtype of ``key`` from the file header."""
-        return self.raw.info(self._map[key])
-
-    def get(self, key: str) -> torch.Tensor:
-        """Read ``key``."""
-        return self.raw.get(self._map[key])
-
-    def get_rows(self, key: str, start: int, stop: int) -> torch.Tensor:
-        """Rows ``start:stop`` of ``key`` (the engine reads large tensors in row blocks)."""
-        reader = getattr(self.raw, "get_rows", None)
-        if reader is not None:
-            return reader(self._map[key], start, stop)
-        tensor = self.get(key)
-        return tensor if tensor.dim() == 0 else tensor[start:stop].clone()
+            mapping[key] = found
+        super().__init__(raw, mapping)
 
 
 def save_pretrained_atomic(model: torch.nn.Module, path: Path, extra_dirs: Sequence[Path] = (),

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fusionbench_core.engine.sources import StateDictSource, open_source
+from fusionbench_core.engine.sources import RenamedSource, StateDictSource, open_source
 from fusionbench_core.errors import ModelLoadError, ShapeMismatchError
 from fusionbench_core.hub import MODEL_ROOT_ENV, resolve_model
-from fusionbench_core.protocols import TensorInfo, TensorSource
+from fusionbench_core.protocols import TensorSource
 
 VISION_PREFIX = "vision_model."
 CLIP_TYPES = ("clip", "clip_vision_model")
@@ -110,37 +110,27 @@ def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> tor
     return module
 
 
-class VisionTowerSource:
+class VisionTowerSource(RenamedSource):
     """The vision tower's tensors of a checkpoint file, named ``vision_model.*`` whatever the file says.
 
     Full CLIP checkpoints and most vision-only ones store ``vision_model.*``; vision-only models saved
-    by some transformers versions store the tower's own names (``embeddings.*``, ``encoder.*``).
+    by some transformers versions store the tower's own names (``embeddings.*``, ``encoder.*``). Keys
+    come in file order; row reads and the file's zero-copy fast paths are forwarded
+    (:class:`~fusionbench_core.engine.sources.RenamedSource`), so each tensor is read once.
     """
 
     def __init__(self, inner: TensorSource, identifier: str):
-        self.inner = inner
         names = [k for k in inner.keys() if not k.endswith("position_ids")]
         prefixed = [k for k in names if k.startswith(VISION_PREFIX)]
         if prefixed:
-            self._names = {k: k for k in prefixed}
+            mapping = {k: k for k in prefixed}
         elif names and all(k.split(".", 1)[0] in _TOWER_PARTS for k in names):
-            self._names = {VISION_PREFIX + k: k for k in names}
+            mapping = {VISION_PREFIX + k: k for k in names}
         else:
             raise ModelLoadError(
                 f"model '{identifier}' has no '{VISION_PREFIX}*' tensors: it is not a CLIP (vision) checkpoint"
             )
-
-    def keys(self) -> list[str]:
-        """The vision tower's tensor names (``vision_model.*``), in file order."""
-        return list(self._names)
-
-    def info(self, key: str) -> TensorInfo:
-        """Shape and dtype without reading."""
-        return self.inner.info(self._names[key])
-
-    def get(self, key: str) -> torch.Tensor:
-        """Read one tensor."""
-        return self.inner.get(self._names[key])
+        super().__init__(inner, mapping)
 
 
 _TOWER_PARTS = {"embeddings", "pre_layrnorm", "encoder", "post_layernorm"}

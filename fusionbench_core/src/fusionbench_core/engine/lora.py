@@ -5,7 +5,7 @@ exactly like the fine-tuned model ``merge_and_unload()`` would produce, without 
 tensor with an adapter is read from ``base`` and ΔW = scale·B·A is added to it when (and only for
 the rows) the engine asks for it; every other tensor is the base's. Nothing merged is written.
 
-Usage::
+Usage (:mod:`.sources` dispatches to this class; this module depends only on :mod:`.readers`)::
 
     from fusionbench_core.engine.sources import open_source
     from fusionbench_core.engine.lora import LoraSource
@@ -33,19 +33,42 @@ what the merged output is written in by default.
 
 from __future__ import annotations
 
-import json
 import math
 import re
+from numbers import Real
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelLoadError
 from ..protocols import TensorInfo, TensorSource
-from .sources import get_rows, open_source
+from .readers import PickleSource, SafetensorsSource, get_rows, read_json_file
 
 _PREFIX = "base_model.model."
 _LORA_PART = re.compile(r"^(?P<module>.+?)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?(?:\.weight)?$")
+
+
+def read_adapter_config(path: Path) -> dict:
+    """A PEFT ``adapter_config.json``, checked: a JSON object of a LoRA adapter with a numeric
+    ``lora_alpha``, flags that are booleans and an ``alpha_pattern`` of numbers; otherwise a one-line
+    :class:`ModelLoadError` naming the file."""
+    config = read_json_file(path, "adapter config", required=("lora_alpha",))
+    peft_type = config.get("peft_type", "LORA")
+    if str(peft_type).upper() != "LORA":
+        raise ModelLoadError(f"'{path}': a '{peft_type}' adapter, not LoRA (only LoRA adapters are merge inputs)")
+    if not _number(config["lora_alpha"]):
+        raise ModelLoadError(f"'{path}': 'lora_alpha' must be a number, got {config['lora_alpha']!r}")
+    for flag in ("fan_in_fan_out", "use_rslora", "use_dora"):
+        if config.get(flag) is not None and not isinstance(config[flag], bool):
+            raise ModelLoadError(f"'{path}': '{flag}' must be true or false, got {config[flag]!r}")
+    pattern = config.get("alpha_pattern")
+    if pattern is not None and not (isinstance(pattern, dict) and all(_number(v) for v in pattern.values())):
+        raise ModelLoadError(f"'{path}': 'alpha_pattern' must map module names to numbers, got {pattern!r}")
+    return config
+
+
+def _number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 class LoraSource:
@@ -54,16 +77,12 @@ class LoraSource:
     def __init__(self, base: TensorSource, adapter_dir: Path | str):
         self.base = base
         self.adapter_dir = Path(adapter_dir)
-        config_path = self.adapter_dir / "adapter_config.json"
-        try:
-            self.config = json.loads(config_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"'{config_path}': unreadable adapter config ({exc})") from exc
+        self.config = read_adapter_config(self.adapter_dir / "adapter_config.json")
         if self.config.get("use_dora"):
             raise ModelLoadError(f"'{self.adapter_dir}': DoRA adapters are not supported as merge inputs")
         self.fan_in_fan_out = bool(self.config.get("fan_in_fan_out", False))
         self.use_rslora = bool(self.config.get("use_rslora", False))
-        self.lora_alpha = float(self.config.get("lora_alpha", self.config.get("r", 8)))
+        self.lora_alpha = float(self.config["lora_alpha"])
         self.alpha_pattern: dict[str, float] = dict(self.config.get("alpha_pattern") or {})
         tensors = self._load_adapter_tensors()
         base_keys = set(base.keys())
@@ -108,7 +127,7 @@ class LoraSource:
         for name in ("adapter_model.safetensors", "adapter_model.bin"):
             path = self.adapter_dir / name
             if path.exists():
-                source = open_source(path)
+                source = SafetensorsSource([path]) if path.suffix == ".safetensors" else PickleSource(path)
                 return {key: source.get(key) for key in source.keys()}
         raise ModelLoadError(f"'{self.adapter_dir}': no adapter_model.safetensors or adapter_model.bin inside")
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..protocols import TensorSource
-from .sources import SafetensorsSource, get_rows
+from .readers import get_rows
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,15 @@ class TensorReader:
             self._thread.start()
 
     def _load(self, read: Read) -> Any:
-        if self._cuda and isinstance(read.source, SafetensorsSource):
+        if self._cuda and hasattr(read.source, "read_into"):
             info = read.source.info(read.key)
             shape = (read.stop - read.start, *info.shape[1:]) if info.shape else ()
             raw = torch.empty(shape, dtype=getattr(torch, info.dtype), pin_memory=True)
             read.source.read_into(read.key, read.start, read.stop, raw)
         elif hasattr(read.source, "view_rows"):
-            read.source.populate(read.key, read.start, read.stop)
+            populate = getattr(read.source, "populate", None)
+            if populate is not None:
+                populate(read.key, read.start, read.stop)
             raw = read.source.view_rows(read.key, read.start, read.stop)
         else:
             raw = get_rows(read.source, read.key, read.start, read.stop)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from .sources import SAFETENSORS_TAGS
+from .readers import SAFETENSORS_TAGS
 
 DEFAULT_SHARD_BYTES = 5 * 10**9
 """HF's default maximum shard size, 5 GB."""
