@@ -250,6 +250,43 @@ class ModelPool(Protocol):
     # the pretrained one). Pools without them still run everything else.
 
 
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """What a pool's backbone is made of, for methods that restructure it (model mixing, up-scaling).
+
+    Module names are those of the backbone's ``named_modules()`` (``""`` is the backbone itself);
+    ``mlps`` holds :func:`fnmatch.fnmatch` patterns over them, ``*`` matching any characters.
+    Methods learn the architecture only from here, so they never name a model family.
+    """
+
+    layers: str | None = None
+    """Name of the layer stack, an ``nn.ModuleList`` or ``nn.Sequential`` of blocks run in order; ``None``: none."""
+    mlps: tuple[str, ...] = ()
+    """Patterns of the MLP (feed-forward) modules, each taking the hidden states as its first argument.
+    Where one MLP is several modules (e.g. an input and an output projection), list each."""
+    linear_types: tuple[str, ...] = ("Linear",)
+    """Class names of the linear layers: modules with ``weight`` ``(out, in)`` and optional ``bias`` computing
+    ``x Wᵀ + b``; a subclass of a named class counts."""
+
+
+@runtime_checkable
+class DescribesArchitecture(Protocol):
+    """Optional model-pool capability: say which modules of its backbones are the layers, MLPs and linears."""
+
+    def architecture(self) -> ArchitectureSpec:
+        """The architecture of this pool's backbones (the same for every model of the pool)."""
+
+
+def architecture_of(modelpool: Any, method: str) -> ArchitectureSpec:
+    """``modelpool.architecture()``, or a one-line error naming the method and the pool that declares none."""
+    if not isinstance(modelpool, DescribesArchitecture):
+        raise ConfigError(
+            f"method '{method}' needs the model's architecture, but model pool "
+            f"'{getattr(modelpool, 'name', modelpool)}' declares none (ModelPool.architecture())"
+        )
+    return modelpool.architecture()
+
+
 @runtime_checkable
 class DataModelPool(ModelPool, Protocol):
     """A model pool that can also hand out data and score a backbone on a task.
@@ -377,6 +414,29 @@ class FusionAlgorithm(Protocol):
 
     def run(self, modelpool: ModelPool) -> Any:
         """Fuse the models of ``modelpool`` and return the fused model."""
+
+
+STRUCTURE_FILE = "structure.json"
+"""In a saved model directory: the structure of a fused model that is not of its pool's architecture."""
+
+
+@runtime_checkable
+class SavesFusedModels(Protocol):
+    """Optional method capability: save and load the fused models it makes itself.
+
+    For methods whose fused model the pool's ``save_model``/``build_model`` cannot hold (model mixing:
+    mixture-of-experts layers, more layers). After :meth:`FusionAlgorithm.run`, ``fb run --save-model``
+    calls :meth:`save_fused` instead of the pool's ``save_model``. The directory must hold the weights as
+    safetensors (never a pickle) and :data:`STRUCTURE_FILE`, a JSON object whose ``"method"`` is the
+    registered method name; ``fb eval DIR`` finds that file and calls that method's :meth:`load_fused`.
+    """
+
+    def save_fused(self, model: Any, path: Any) -> None:
+        """Write ``model`` (this method's fused model) into directory ``path``."""
+
+    @classmethod
+    def load_fused(cls, modelpool: ModelPool, path: Any) -> Any:
+        """The fused model saved in directory ``path``, rebuilt on ``modelpool``'s architecture."""
 
 
 class BaseAlgorithm:

@@ -163,7 +163,8 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
             f"method '{config.method.name}' needs data ({requirement.value}), "
             f"but model pool '{config.modelpool.name}' provides none"
         )
-    if output is not None and config.save_model and getattr(modelpool, "save_model", None) is None:
+    saves_fused = _saves_fused(algorithm)
+    if output is not None and config.save_model and not saves_fused and getattr(modelpool, "save_model", None) is None:
         raise ConfigError(f"model pool '{config.modelpool.name}' cannot save models (--save-model)")
     info = RunInfo(config, algorithm, modelpool, taskpool, output)
     host.call_hook("run_started", run=info)
@@ -207,7 +208,10 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
             model_dir = output / MODEL_DIR
             tmp = temporary_dir_for(model_dir)
             try:
-                modelpool.save_model(fused, tmp)
+                if saves_fused:
+                    algorithm.save_fused(fused, tmp)
+                else:
+                    modelpool.save_model(fused, tmp)
                 install_dir(tmp, model_dir, overwrite=config.overwrite)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -234,9 +238,11 @@ def evaluate_models(modelpool: ComponentSpec, taskpool: ComponentSpec, *, model_
     if model_dir is not None:
         from .engine.sources import open_source
 
-        source = open_source(model_dir)
-        state = {key: source.get(key) for key in source.keys()}
-        results[str(model_dir)] = tasks.evaluate(pool.build_model(state)).to_dict()
+        fused = load_fused(host, pool, Path(model_dir))
+        if fused is None:
+            source = open_source(model_dir)
+            fused = pool.build_model({key: source.get(key) for key in source.keys()})
+        results[str(model_dir)] = tasks.evaluate(fused).to_dict()
         return results
     names = list(model_names) or ([PRETRAINED] if pool.has_pretrained else []) + list(pool.model_names)
     known = ([PRETRAINED] if pool.has_pretrained else []) + list(pool.model_names)
@@ -246,6 +252,34 @@ def evaluate_models(modelpool: ComponentSpec, taskpool: ComponentSpec, *, model_
     for name in names:
         results[name] = tasks.evaluate(pool.load_model(name)).to_dict()
     return results
+
+
+def _saves_fused(algorithm: Any) -> bool:
+    from .protocols import SavesFusedModels
+
+    return isinstance(algorithm, SavesFusedModels)
+
+
+def load_fused(host: PluginHost, modelpool: Any, model_dir: Path) -> Any:
+    """The model of a directory a method saved itself (it holds :data:`~.protocols.STRUCTURE_FILE`), else None.
+
+    The file's ``"method"`` names the registered method whose ``load_fused(modelpool, model_dir)`` rebuilds it.
+    """
+    from .protocols import STRUCTURE_FILE
+
+    path = model_dir / STRUCTURE_FILE
+    if not path.is_file():
+        return None
+    try:
+        method = json.loads(path.read_text()).get("method")
+    except (ValueError, AttributeError) as exc:
+        raise ConfigError(f"'{path}' is not a JSON object naming its method") from exc
+    if not isinstance(method, str):
+        raise ConfigError(f"'{path}' names no method (its \"method\" key)")
+    loader = getattr(host.registry("method").entry(method).load(), "load_fused", None)
+    if loader is None:
+        raise ConfigError(f"method '{method}' cannot load the model saved in '{model_dir}' (no load_fused)")
+    return loader(modelpool, model_dir)
 
 
 # -- output directories ------------------------------------------------------------------------

@@ -132,6 +132,13 @@ class TinyModelPool:
         model.load_state_dict(dict(state), strict=True)
         return model
 
+    def architecture(self):
+        """An :class:`~fusionbench_core.protocols.ArchitectureSpec`: the backbone is its own layer stack (a
+        ``Sequential``) and its two ``Linear`` layers are the MLPs."""
+        from .protocols import ArchitectureSpec
+
+        return ArchitectureSpec(layers="", mlps=("0", "3"), linear_types=("Linear",))
+
     def batches(self, task: str, request: DataRequest, *, batch_size: int = 32) -> Iterator[tuple[Any, Any]]:
         """Batches of a task's train (or test) split; labels withheld when ``request.labelled`` is false."""
         data = self.suite.tasks[task]
