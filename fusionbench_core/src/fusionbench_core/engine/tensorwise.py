@@ -81,6 +81,21 @@ class EngineOptions:
     prefetch: bool = True
 
 
+def running_sum(tensors: Iterable[torch.Tensor], *, fresh: bool = False) -> tuple[torch.Tensor | None, int]:
+    """``(Σ tensors, count)``, accumulated one tensor at a time so memory stays flat in their number.
+
+    The sum is built in the first tensor when ``fresh`` says the caller made it and it may be written
+    (``tensor - θ₀``, a dropped delta); otherwise the first is cloned, since inputs may be read-only
+    views of memory-mapped files. Later tensors are only read. ``(None, 0)`` when there are none.
+    """
+    total = None
+    count = 0
+    for tensor in tensors:
+        total = (tensor if fresh else tensor.clone()) if total is None else total.add_(tensor)
+        count += 1
+    return total, count
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype merge arithmetic runs in for inputs of ``dtype``."""
     import torch

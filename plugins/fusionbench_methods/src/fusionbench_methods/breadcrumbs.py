@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from fusionbench_core import Hyperparameter, Requirement, hookimpl
-from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
+from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm, running_sum
 
 from fusionbench_methods._params import density, scaling_factor
 
@@ -44,11 +44,10 @@ class Breadcrumbs(TensorwiseAlgorithm):
 
     def merge_tensor(self, key, pretrained, models):
         """Mask and sum the task vectors one model at a time."""
-        total = None
-        for tensor in models:
-            delta = tensor - pretrained
-            delta.mul_(self.mask(delta))
-            total = delta if total is None else total.add_(delta)
+        def masked(delta):
+            return delta.mul_(self.mask(delta))
+
+        total, _ = running_sum((masked(tensor - pretrained) for tensor in models), fresh=True)
         return total.mul_(self.scaling_factor).add_(pretrained)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import Requirement, hookimpl
-from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
+from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm, running_sum
 
 from fusionbench_methods._params import DROP_RATE, RESCALE, scaling_factor
 
@@ -37,10 +37,8 @@ class Dare(TensorwiseAlgorithm):
         from fusionbench_methods.random_drop import drop_and_rescale
 
         generator = self.generator(key)
-        total = None
-        for tensor in models:
-            delta = drop_and_rescale(tensor - pretrained, self.drop_rate, self.rescale, generator)
-            total = delta if total is None else total.add_(delta)
+        total, _ = running_sum((drop_and_rescale(tensor - pretrained, self.drop_rate, self.rescale, generator)
+                                for tensor in models), fresh=True)
         return total.mul_(self.scaling_factor).add_(pretrained)
 
 

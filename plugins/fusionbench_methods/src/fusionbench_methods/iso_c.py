@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import Hyperparameter, Requirement, hookimpl
-from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
+from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm, running_sum
 
 
 class IsoC(TensorwiseAlgorithm):
@@ -23,12 +23,7 @@ class IsoC(TensorwiseAlgorithm):
         """Iso-C of one matrix (or the mean task vector for other shapes)."""
         from fusionbench_methods.spectral import mean_delta, svd
 
-        total = None
-        count = 0
-        for tensor in models:
-            delta = tensor - pretrained
-            total = delta if total is None else total.add_(delta)
-            count += 1
+        total, count = running_sum((tensor - pretrained for tensor in models), fresh=True)
         if pretrained.dim() != 2:
             return mean_delta(pretrained, total, count, self.scaling_factor)
         u, s, v = svd(total)

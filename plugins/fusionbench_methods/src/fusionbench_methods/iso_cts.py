@@ -45,7 +45,7 @@ class IsoCTS(TensorwiseAlgorithm):
         """Iso-CTS of one matrix (or the mean task vector for other shapes)."""
         import torch
 
-        from fusionbench_methods.spectral import mean_delta, orthogonalize, svd
+        from fusionbench_methods.spectral import decorrelated, mean_delta, svd
 
         deltas = [tensor - pretrained for tensor in models]
         count = len(deltas)
@@ -65,8 +65,7 @@ class IsoCTS(TensorwiseAlgorithm):
                 ss.append(rs[:per_task])
                 vs.append(rv[:, :per_task])
         del deltas
-        u_perp = orthogonalize(torch.cat(us, dim=1))
-        v_perp = orthogonalize(torch.cat(vs, dim=1))
+        u_perp, v_perp = decorrelated(us, vs)
         sigma = torch.cat(ss).mean()
         return pretrained + self.scaling_factor * (sigma * (u_perp @ v_perp.mT)).to(pretrained.dtype)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import Hyperparameter, Requirement, hookimpl
-from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
+from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm, running_sum
 from fusionbench_core.errors import ConfigError
 
 
@@ -37,11 +37,7 @@ class LinearInterpolation(TensorwiseAlgorithm):
             a = next(models)
             b = next(models)
             return (a * (1 - self.t)).add_(b, alpha=self.t)
-        total = None
-        count = 0
-        for tensor in models:
-            total = tensor.clone() if total is None else total.add_(tensor)
-            count += 1
+        total, count = running_sum(models)
         return total.div_(count).sub_(pretrained).mul_(self.t).add_(pretrained)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import Requirement, hookimpl
-from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
+from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm, running_sum
 
 
 class SimpleAverage(TensorwiseAlgorithm):
@@ -22,11 +22,7 @@ class SimpleAverage(TensorwiseAlgorithm):
 
     def merge_tensor(self, key, pretrained, models):
         """Running sum divided by the count."""
-        total = None
-        count = 0
-        for tensor in models:
-            total = tensor.clone() if total is None else total.add_(tensor)
-            count += 1
+        total, count = running_sum(models)
         return total.div_(count)
 
 

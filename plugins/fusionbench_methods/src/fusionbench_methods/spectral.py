@@ -20,6 +20,11 @@ def orthogonalize(matrix: torch.Tensor) -> torch.Tensor:
     return p @ qh
 
 
+def decorrelated(us: list[torch.Tensor], vs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(U⊥, V⊥)``: the polar factors of the concatenated left bases [U_1 … U_k] and right bases [V_1 … V_k]."""
+    return orthogonalize(torch.cat(us, dim=1)), orthogonalize(torch.cat(vs, dim=1))
+
+
 def mean_delta(pretrained: torch.Tensor, deltas_sum: torch.Tensor, count: int, scaling: float) -> torch.Tensor:
     """θ₀ + α·(Σ τ_i)/T: what the spectral methods do with tensors that are not matrices."""
     return pretrained + scaling * deltas_sum / count

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import Hyperparameter, Requirement, hookimpl
-from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
+from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm, running_sum
 
 
 class TaskArithmetic(TensorwiseAlgorithm):
@@ -25,11 +25,7 @@ class TaskArithmetic(TensorwiseAlgorithm):
 
     def merge_tensor(self, key, pretrained, models):
         """θ₀ + λ (Σ θ_i − T·θ₀), accumulated one model at a time."""
-        total = None
-        count = 0
-        for tensor in models:
-            total = tensor.clone() if total is None else total.add_(tensor)
-            count += 1
+        total, count = running_sum(models)
         return total.sub_(pretrained, alpha=count).mul_(self.scaling_factor).add_(pretrained)
 
 

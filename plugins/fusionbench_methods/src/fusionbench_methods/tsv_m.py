@@ -24,7 +24,7 @@ class TaskSingularVectorsMerge(TensorwiseAlgorithm):
         """TSV-M of one matrix (or the mean task vector for other shapes)."""
         import torch
 
-        from fusionbench_methods.spectral import mean_delta, orthogonalize, svd
+        from fusionbench_methods.spectral import decorrelated, mean_delta, svd
 
         deltas = [tensor - pretrained for tensor in models]
         count = len(deltas)
@@ -38,8 +38,7 @@ class TaskSingularVectorsMerge(TensorwiseAlgorithm):
             ss.append(s[:k])
             vs.append(v[:, :k])
         del deltas
-        u_perp = orthogonalize(torch.cat(us, dim=1))
-        v_perp = orthogonalize(torch.cat(vs, dim=1))
+        u_perp, v_perp = decorrelated(us, vs)
         merged = (u_perp * torch.cat(ss)) @ v_perp.mT
         return pretrained + self.scaling_factor * merged.to(pretrained.dtype)
 
