@@ -282,3 +282,246 @@ def test_info_json_reports_versions(fb_cli):
     assert result.exit_code == 0
     assert result.json["fusionbench-core"]
     assert result.json["plugins"]["core"].startswith("fusionbench-core")
+
+
+# -- outputs: never delete what fb did not write -------------------------------------------------
+
+
+def _partials(directory):
+    return sorted(p.name for p in directory.iterdir() if ".partial" in p.name)
+
+
+def test_merge_refuses_a_non_empty_output_and_overwrite_keeps_the_users_files(fb_cli, tmp_path):
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    refused = fb_cli("merge", "task_arithmetic", "-p", "tiny", "-o", str(out))
+    assert refused.exit_code == 1
+    assert refused.stderr.strip() == (f"Error: output directory '{out}' exists and is not empty; "
+                                      "pass --overwrite to replace fb's files in it")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+    first = fb_cli("merge", "task_arithmetic", "-p", "tiny", "-o", str(out), "--overwrite", "--json")
+    assert first.exit_code == 0, first.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.safetensors", "notes.txt"]
+    before = (out / "model.safetensors").read_bytes()
+    again = fb_cli("merge", "task_arithmetic", "-p", "tiny", "-s", "scaling_factor=0.9", "-o", str(out),
+                   "--overwrite", "--shard-size", "2KB", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert again.json["shards"] > 1
+    names = sorted(p.name for p in out.iterdir())
+    assert "model.safetensors" not in names, "the older single-file checkpoint must not shadow the new shards"
+    assert "model.safetensors.index.json" in names and (out / "notes.txt").read_text() == "my notes"
+    assert "scaling_factor" in (out / "README.md").read_text() and "0.9" in (out / "README.md").read_text()
+    assert before != b"" and _partials(tmp_path) == []
+
+
+class _FailingMerge:
+    """A tensorwise method that fails on its second tensor, as a kill, Ctrl-C or full disk would."""
+
+    failure: BaseException = KeyboardInterrupt()
+
+    @hookimpl
+    def register_methods(self, register):
+        from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
+
+        failure = self.failure
+
+        class FailingMerge(TensorwiseAlgorithm):
+            name = "failing_merge"
+            needs_pretrained = False
+
+            def prepare(self, pretrained, models, keys):
+                self.seen = 0
+
+            def merge_tensor(self, key, pretrained, models):
+                self.seen += 1
+                if self.seen == 2:
+                    raise failure
+                return next(iter(models))
+
+        register("failing_merge", FailingMerge)
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(28, "No space left on device")],
+                         ids=["ctrl-c", "disk-full"])
+def test_an_interrupted_merge_leaves_the_output_as_it_was(fb_cli, tmp_path, failure):
+    out = tmp_path / "merged"
+    assert fb_cli("merge", "task_arithmetic", "-p", "tiny", "-o", str(out)).exit_code == 0
+    (out / "notes.txt").write_text("my notes")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    plugin = _FailingMerge()
+    plugin.failure = failure
+    with registered_plugin(plugin, "failing-merge"):
+        result = fb_cli("merge", "failing_merge", "-p", "tiny", "-o", str(out), "--overwrite")
+        fresh = fb_cli("merge", "failing_merge", "-p", "tiny", "-o", str(tmp_path / "new"))
+    assert result.exit_code != 0 and fresh.exit_code != 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not (tmp_path / "new").exists()
+    assert _partials(tmp_path) == []
+
+
+def test_run_save_model_refuses_a_non_empty_model_dir_unless_overwrite(fb_cli, tmp_path):
+    out = tmp_path / "run"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "notes.txt").write_text("keep me")
+    for dry in ((), ("--dry-run",)):
+        refused = fb_cli("run", "-p", "tiny", "-o", str(out), "--save-model", *dry)
+        assert refused.exit_code == 1
+        assert refused.stderr.strip() == (f"Error: output directory '{out / 'model'}' exists and is not empty; "
+                                          "pass --overwrite to replace fb's files in it")
+    assert not (out / "report.json").exists(), "a refused run runs nothing"
+    result = fb_cli("run", "-p", "tiny", "-o", str(out), "--save-model", "--overwrite", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["model.safetensors", "notes.txt"]
+    assert result.json["model_dir"] == str(out / "model")
+    assert _partials(out) == []
+
+
+# -- ranges, validate() and a truthful --dry-run -------------------------------------------------
+
+
+class _Ranged:
+    @hookimpl
+    def register_methods(self, register):
+        from fusionbench_core import Hyperparameter
+        from fusionbench_core.errors import ConfigError
+        from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
+
+        class Ranged(TensorwiseAlgorithm):
+            """A method with declared ranges and a cross-field check."""
+
+            name = "ranged"
+            hyperparameters = (
+                Hyperparameter("density", float, 0.5, "kept fraction", minimum=0, maximum=1),
+                Hyperparameter("epsilon", float, 0.1, "spread", minimum=0, maximum=1, maximum_exclusive=True),
+            )
+
+            def validate(self):
+                if not (0 <= self.density - self.epsilon and self.density + self.epsilon <= 1):
+                    raise ConfigError(f"method 'ranged': density ± epsilon must lie in [0, 1], "
+                                      f"got {self.density} ± {self.epsilon}")
+
+            def merge_tensor(self, key, pretrained, models):
+                return pretrained
+
+        register("ranged", Ranged)
+
+    @hookimpl
+    def register_modelpools(self, register):
+        from fusionbench_core import Option
+        from fusionbench_core.tiny import TinyModelPool
+
+        class RangedPool(TinyModelPool):
+            options = (Option("n_models", int, 3, "experts", minimum=1, maximum=3),
+                       Option("seed", int, 0, "seed", minimum=0))
+
+        register("ranged-pool", RangedPool)
+
+    @hookimpl
+    def register_taskpools(self, register):
+        register("ranged-pool", "fusionbench_core.tiny:TinyTaskPool")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["density=2"], "Error: hyperparameter 'ranged.density' must be in [0, 1], got '2'"),
+        (["epsilon=1"], "Error: hyperparameter 'ranged.epsilon' must be in [0, 1), got '1'"),
+        (["density=0.95", "epsilon=0.1"], "Error: method 'ranged': density ± epsilon must lie in [0, 1], got 0.95 ± 0.1"),
+        (["modelpool.n_models=9"], "Error: option 'modelpool.n_models' of model pool 'ranged-pool' must be in [1, 3], got '9'"),
+        (["modelpool.seed=-1"], "Error: option 'modelpool.seed' of model pool 'ranged-pool' must be in >= 0, got '-1'"),
+    ],
+)
+def test_dry_run_rejects_out_of_range_settings_naming_option_value_and_range(fb_cli, settings, message):
+    with registered_plugin(_Ranged(), "ranged"):
+        args = ["run", "-m", "ranged", "-p", "ranged-pool", "--dry-run"]
+        for setting in settings:
+            args += ["-s", setting]
+        result = fb_cli(*args)
+        ok = fb_cli("run", "-m", "ranged", "-p", "ranged-pool", "-s", "modelpool.n_models=2", "--dry-run", "--json")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == message
+    assert ok.exit_code == 0, ok.stderr
+    assert ok.json["modelpool"] == {"name": "ranged-pool", "n_models": 2}
+
+
+def test_methods_show_prints_ranges(fb_cli):
+    with registered_plugin(_Ranged(), "ranged"):
+        table = fb_cli("methods", "show", "ranged")
+        data = fb_cli("methods", "ranged", "--json").json
+        pool = fb_cli("modelpools", "show", "ranged-pool", "--json").json
+    assert table.exit_code == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if "epsilon" in line)
+    assert "[0, 1)" in row and "spread" in row
+    assert {hp["name"]: hp["range"] for hp in data["hyperparameters"]} == {"density": "[0, 1]", "epsilon": "[0, 1)"}
+    assert {opt["name"]: opt["range"] for opt in pool["options"]} == {"n_models": "[1, 3]", "seed": ">= 0"}
+
+
+# -- the TaskPool.bind(modelpool) seam -----------------------------------------------------------
+
+
+class _Binding:
+    events: list = []
+
+    @hookimpl
+    def register_taskpools(self, register):
+        from fusionbench_core.tiny import TinyTaskPool
+
+        events = self.events
+
+        class BindingTaskPool(TinyTaskPool):
+            def bind(self, modelpool):
+                events.append(("bind", modelpool.name, list(modelpool.model_names)))
+
+            def evaluate(self, model):
+                events.append(("evaluate",))
+                return super().evaluate(model)
+
+        register("binding", BindingTaskPool)
+
+
+def test_run_and_eval_bind_the_task_pool_to_the_model_pool_before_evaluating(fb_cli, tmp_path):
+    plugin = _Binding()
+    plugin.events = []
+    with registered_plugin(plugin, "binding"):
+        run = fb_cli("run", "-p", "tiny", "-s", "modelpool.n_models=2", "-t", "binding", "-o", str(tmp_path))
+        assert run.exit_code == 0, run.stderr
+        assert plugin.events == [("bind", "tiny", ["task0", "task1"]), ("evaluate",)]
+        plugin.events.clear()
+        evaluated = fb_cli("eval", "-p", "tiny", "-t", "binding", "--model", "task0", "--model", "_pretrained_")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    assert plugin.events == [("bind", "tiny", ["task0", "task1", "task2"]), ("evaluate",), ("evaluate",)]
+
+
+# -- --json wherever a command prints a result ---------------------------------------------------
+
+
+class _Buildable:
+    @hookimpl
+    def register_modelpools(self, register):
+        from fusionbench_core.tiny import TinyModelPool
+
+        class BuildablePool(TinyModelPool):
+            @classmethod
+            def build_suite(cls, quick=False, seed=0, force=False):
+                return {"experts": 3, "built": 0 if quick else 3, "seed": seed}
+
+        register("buildable", BuildablePool)
+
+
+def test_suites_build_json(fb_cli):
+    with registered_plugin(_Buildable(), "buildable"):
+        result = fb_cli("suites", "build", "buildable", "--quick", "--seed", "4", "--json")
+        table = fb_cli("suites", "build", "buildable")
+    assert result.exit_code == 0, result.stderr
+    assert result.json == {"name": "buildable", "quick": True, "seed": 4, "experts": 3, "built": 0}
+    assert table.exit_code == 0 and "experts" in table.stdout
+
+
+def test_every_listing_json_is_a_list(fb_cli):
+    for args in (["methods"], ["modelpools"], ["taskpools"], ["suites"], ["plugins"]):
+        result = fb_cli(*args, "--json")
+        assert result.exit_code == 0, (args, result.stderr)
+        assert isinstance(result.json, list) and result.json, args
+        assert all(isinstance(row, dict) and "name" in row for row in result.json), args
