@@ -169,6 +169,15 @@ class CLIPVisionModelPool:
             shutil.rmtree(path)
         os.replace(tmp, path)
 
+    def architecture(self):
+        """An :class:`~fusionbench_core.protocols.ArchitectureSpec` of ``CLIPVisionModel``: the encoder's layers,
+        their ``mlp`` modules and ``nn.Linear`` (names below ``vision_model.`` where transformers nests the tower)."""
+        from fusionbench_core.protocols import ArchitectureSpec
+
+        prefix = "vision_model." if hasattr(self._load_pretrained(), "vision_model") else ""
+        return ArchitectureSpec(layers=f"{prefix}encoder.layers", mlps=(f"{prefix}encoder.layers.*.mlp",),
+                                linear_types=("Linear",))
+
     # -- DataModelPool ----------------------------------------------------------------------
 
     def _zero_shot(self) -> Any:
