@@ -54,3 +54,63 @@ def test_base_algorithm_unknown_key_suggests_the_close_one():
         _Scaled(scalng_factor=1)
     assert "unknown hyperparameter 'scalng_factor' of method 'scaled'" in str(info.value)
     assert "Did you mean: scaling_factor?" in str(info.value)
+
+
+def test_ranges_are_checked_and_shown_in_interval_notation():
+    hp = Hyperparameter("density", float, 0.2, "", minimum=0, maximum=1, minimum_exclusive=True)
+    assert hp.range_text() == "(0, 1]" and hp.describe()["range"] == "(0, 1]"
+    assert hp.parse("1") == 1.0
+    with pytest.raises(ConfigError, match=r"^hyperparameter 'ties\.density' must be in \(0, 1\], got '0'$"):
+        hp.parse("0", "ties")
+    assert Hyperparameter("n", int, 1, "", minimum=1).range_text() == ">= 1"
+    assert "range" not in Hyperparameter("x", float, 0.0, "").describe()
+
+
+def test_option_errors_say_option_and_the_program_can_name_role_and_pool():
+    from fusionbench_core import Option
+
+    opt = Option("n_models", int, 3, "", minimum=1)
+    with pytest.raises(ConfigError, match=r"^option 'tiny\.n_models' expects int, got 'abc'$"):
+        opt.parse("abc", "tiny")
+    with pytest.raises(ConfigError, match=r"^option 'modelpool\.n_models' of model pool 'tiny' must be in >= 1, got 0$"):
+        opt.parse(0, subject="option 'modelpool.n_models' of model pool 'tiny'")
+    assert isinstance(opt, Hyperparameter) and opt.describe()["range"] == ">= 1"
+
+
+class _Spread(BaseAlgorithm):
+    name = "spread"
+    hyperparameters = (
+        Hyperparameter("density", float, 0.5, "", minimum=0, maximum=1),
+        Hyperparameter("epsilon", float, 0.1, "", minimum=0, maximum=1),
+    )
+
+    def validate(self):
+        if not (0 <= self.density - self.epsilon and self.density + self.epsilon <= 1):
+            raise ConfigError(f"method 'spread': density ± epsilon must lie in [0, 1], got {self.density} ± {self.epsilon}")
+
+
+def test_validate_runs_on_construction_after_each_value_is_parsed():
+    assert _Spread(density="0.5", epsilon="0.5").settings == {"density": 0.5, "epsilon": 0.5}
+    with pytest.raises(ConfigError, match=r"^method 'spread': density ± epsilon must lie in \[0, 1\], got 0\.9 ± 0\.2$"):
+        _Spread(density="0.9", epsilon="0.2")
+    assert _Scaled().settings == {"scaling_factor": 0.3, "steps": 10}  # the default validate() accepts anything
+
+
+def test_bind_taskpool_calls_bind_only_where_a_task_pool_offers_it():
+    from fusionbench_core import BaseTaskPool
+    from fusionbench_core.protocols import BindsModelPool, bind_taskpool
+
+    class Recording(BaseTaskPool):
+        def bind(self, modelpool):
+            self.bound = modelpool
+
+    class Plain:
+        name = "plain"
+
+    pool = object()
+    recording = Recording()
+    bind_taskpool(recording, pool)
+    assert recording.bound is pool
+    bind_taskpool(Plain(), pool)  # no bind(): nothing to call, no error
+    assert isinstance(BaseTaskPool(), BindsModelPool) and not isinstance(Plain(), BindsModelPool)
+    assert BaseTaskPool().bind(pool) is None
