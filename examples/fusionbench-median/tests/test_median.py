@@ -2,7 +2,10 @@
 
 import dataclasses
 
+import pytest
 import torch
+
+from fusionbench_core.errors import ConfigError
 
 from fusionbench_median.method import MedianMerging
 
@@ -29,6 +32,12 @@ def test_median_of_task_vectors_adds_to_pretrained():
     models = [torch.tensor([11.0]), torch.tensor([13.0]), torch.tensor([9.0])]
     merged = MedianMerging(of_task_vectors=True, scaling_factor=0.5).merge_tensor("w", base, iter(models))
     assert torch.equal(merged, torch.tensor([10.5]))
+
+
+def test_median_of_task_vectors_without_a_pretrained_model_is_a_one_line_config_error():
+    # A ConfigError is what fb shows as one `Error:` line; a ValueError would be reported as a bug.
+    with pytest.raises(ConfigError, match=r"^method 'median': of_task_vectors=true needs a pretrained model$"):
+        MedianMerging(of_task_vectors=True).merge_tensor("w", None, iter([torch.zeros(1), torch.ones(1)]))
 
 
 def test_identical_models_merge_to_that_model(tiny_modelpool):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from fusionbench_core import Hyperparameter, Requirement
+from fusionbench_core.errors import ConfigError
 from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
 
 
@@ -29,7 +30,7 @@ class MedianMerging(TensorwiseAlgorithm):
         stacked = torch.stack(list(models))
         if self.of_task_vectors:
             if pretrained is None:
-                raise ValueError("median: of_task_vectors=true needs a pretrained model")
+                raise ConfigError("method 'median': of_task_vectors=true needs a pretrained model")
             return pretrained + self.scaling_factor * _median(stacked - pretrained)
         return _median(stacked)
 
