@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -118,16 +119,34 @@ class CLIPVisionModelPool:
     def _load_lora(self, identifier: str, path: str) -> torch.nn.Module:
         try:
             from peft import PeftModel
+            from peft.utils import get_peft_model_state_dict, load_peft_weights
         except ImportError as exc:
             raise ModelLoadError(f"expert '{identifier}' is a LoRA adapter: pip install peft") from exc
-        base = copy.deepcopy(self._load_pretrained())
+        model = copy.deepcopy(self._load_pretrained())
         if Path(path).is_dir() and not (Path(path) / "adapter_config.json").exists():
             raise ModelLoadError(f"expert '{identifier}' at '{path}' is not a PEFT adapter (no adapter_config.json)")
+        # Upstream trained its adapters with PEFT on CLIPVisionModel.vision_model (the transformer with
+        # embeddings/encoder children). transformers 4 nests that module; transformers 5 flattens
+        # CLIPVisionModel into it. PEFT applied anywhere else only warns and leaves every lora_B at zero.
+        tower = getattr(model, "vision_model", model)
         try:
-            merged = PeftModel.from_pretrained(base, path).merge_and_unload()
+            with warnings.catch_warnings():  # a misfit is reported below, in one line
+                warnings.filterwarnings("ignore", message="Found missing adapter keys")
+                adapted = PeftModel.from_pretrained(tower, path)
+            stored = set(load_peft_weights(path).keys())
+            placed = set(get_peft_model_state_dict(adapted).keys())
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelLoadError(f"cannot apply LoRA adapter '{identifier}' from '{path}': {first}") from exc
+        unplaced = sorted(stored - placed)
+        if unplaced or not stored:
+            what = f"its tensor '{unplaced[0]}' matches no module" if unplaced else "it holds no tensors"
+            raise ModelLoadError(f"LoRA adapter '{identifier}' at '{path}' does not fit the CLIP vision tower: {what} "
+                                 "(adapters are expected on CLIPVisionModel.vision_model, as upstream trains them)")
+        merged = adapted.merge_and_unload()
+        if tower is not model:
+            model.vision_model = merged
+            return model.eval()
         return merged.eval()
 
     def _check_architecture(self, model: torch.nn.Module, identifier: str) -> None:

@@ -96,15 +96,22 @@ def save_expert(path: Path, pretrained: Any, *, seed: int, noise: float = 0.02) 
     tower.save_pretrained(str(path))
 
 
-def save_lora_expert(path: Path, pretrained: Any, *, seed: int, rank: int = 16) -> None:
-    """Write a PEFT LoRA adapter (q/v projections, non-zero B) on the pretrained vision tower to ``path``."""
+def save_lora_expert(path: Path, pretrained: Any, *, seed: int, rank: int = 16, alpha: int = 32) -> None:
+    """Write a PEFT LoRA adapter (q/v projections, non-zero B) to ``path``, in upstream's layout.
+
+    Upstream trains with ``get_peft_model(clip_model.vision_model, LoraConfig(r=16, lora_alpha=32,
+    target_modules=["q_proj", "v_proj"]))``, so its files hold
+    ``base_model.model.encoder.layers.N.self_attn.{q,v}_proj.lora_{A,B}.weight`` whatever the
+    transformers version; so do these.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import CLIPVisionModel
 
     tower = CLIPVisionModel(pretrained.config.vision_config)
+    tower = getattr(tower, "vision_model", tower)  # transformers 4 nests the transformer; 5 is flat
     tower.load_state_dict(pretrained.vision_model.state_dict())
-    peft_model = get_peft_model(tower, LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "v_proj"]))
+    peft_model = get_peft_model(tower, LoraConfig(r=rank, lora_alpha=alpha, target_modules=["q_proj", "v_proj"]))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
