@@ -494,6 +494,17 @@ def test_fb_merge_bad_input_fails_with_one_line(fb_cli, model_dirs, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_fb_merge_refuses_a_broken_config_json_in_one_line(fb_cli, model_dirs, tmp_path):
+    base, models = model_dirs
+    (models[1] / "config.json").write_text('{"model_type": ')
+    result = fb_cli("merge", "task_arithmetic", "--pretrained", str(base), "--model", str(models[0]),
+                    "--model", str(models[1]), "-o", str(tmp_path / "o"))
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, lines
+    assert str(models[1] / "config.json") in lines[0] and "not valid JSON" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
 def test_fb_merge_from_a_pool_file_equals_fb_run_in_process(fb_cli, tiny_modelpool, tmp_path):
     pool = tiny_modelpool(3, 0)
     paths = {}
