@@ -57,15 +57,21 @@ def fuse_maps(spec, state_a: Mapping, state_b: Mapping, solver: str = "emd", reg
 
     For each permutation the ground features of a unit are its rows of every tensor whose axis 0
     it is, with the inputs already aligned by the maps solved before (``Ŵ_A = W_A·T_{ℓ−1}``); the
-    cost is the Euclidean distance ``‖Ŵ_A[i] − W_B[j]‖``.
+    cost is the Euclidean distance ``‖Ŵ_A[i] − W_B[j]‖``. Tensors with an input not yet aligned
+    are left out of the features while any other tensor of the permutation is ready.
     """
     import torch
 
     maps: dict = {}
+    by_key = spec.axes_by_key()
     for perm, axes in spec.permutations.items():
         outputs = [ax for ax in axes if ax.axis == 0]
         if not outputs:
             raise ValueError(f"ot_fusion: permutation '{perm}' of '{spec.architecture}' has no tensor producing its units")
+        # A tensor whose inputs are not aligned yet (a residual stream written by a later block)
+        # would compare rows with shuffled columns; leave it out while another tensor remains.
+        ready = [ax for ax in outputs if all(other == perm or other in maps for other, _ in by_key[ax.key])]
+        outputs = ready or outputs
         aligned = apply_transport(spec, {ax.key: state_a[ax.key] for ax in outputs}, maps)
         rows_a = torch.cat([aligned[ax.key].to(torch.float64).reshape(aligned[ax.key].shape[0], -1) for ax in outputs], 1)
         rows_b = torch.cat([state_b[ax.key].to(torch.float64).reshape(state_b[ax.key].shape[0], -1) for ax in outputs], 1)
