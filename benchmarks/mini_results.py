@@ -57,11 +57,9 @@ def suite_modules(suite: str):
     return build, pool, True
 
 
-def arrays(suite: str, task: str, split: str, limit: int | None = None):
-    build, _, text = suite_modules(suite)
-    if text:
-        return build.task_arrays(task, split, build.PROFILES["full"].max_len, limit)
-    return build.task_arrays(task, split, limit)
+def arrays(builder, task: str, split: str, limit: int | None = None):
+    """A split of a task as the suite's arrays, tokenised for the full variant where that matters."""
+    return builder.task_arrays(builder.profile_for(False), task, split, limit)
 
 
 # --------------------------------------------------------------------------- export / import of arrays
@@ -76,14 +74,15 @@ def export(directory: Path, suites: list[str]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for suite in suites:
         build, _, text = suite_modules(suite)
-        profile = build.PROFILES["full"]
-        build.build(profile, 0, stop_after=0)  # pretrained + heads only
+        builder = build.BUILDER
+        profile = builder.profile_for(False)
+        builder.build(profile, 0, stop_after=0)  # pretrained + heads only
         out = directory / suite
         out.mkdir(exist_ok=True)
         used: set[int] = set()
         for task in profile.tasks:
             for split, limit in (("train", profile.train_examples), ("validation", VAL_EXAMPLES), ("test", None)):
-                a = arrays(suite, task, split, limit)
+                a = arrays(builder, task, split, limit)
                 if text:
                     np.savez_compressed(out / f"{task}.{split}.npz", input_ids=a.input_ids, token_type_ids=a.token_type_ids,
                                         lengths=a.lengths, labels=a.labels, classes=a.classes)
@@ -91,7 +90,7 @@ def export(directory: Path, suites: list[str]) -> None:
                         used.update(row[:n].tolist())
                 else:
                     np.savez_compressed(out / f"{task}.{split}.npz", images=a.images, labels=a.labels, classes=a.classes)
-        src = build.suite_dir(profile)
+        src = builder.suite_dir(profile)
         shutil.copytree(src / "heads", out / "heads", dirs_exist_ok=True)
         pre = out / "pretrained"
         pre.mkdir(exist_ok=True)
@@ -109,8 +108,8 @@ def export(directory: Path, suites: list[str]) -> None:
         print(f"exported {suite} to {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MiB)")
 
 
-def use_exported(directory: Path, suite: str) -> None:
-    """Point a suite's build at exported arrays and seed its cache with the exported pretrained model and heads."""
+def exported_builder(directory: Path, suite: str):
+    """A suite's builder on exported arrays, its cache seeded with the exported pretrained model and heads."""
     import numpy as np
     import torch
     from safetensors.torch import load_file, save_file
@@ -125,9 +124,9 @@ def use_exported(directory: Path, suite: str) -> None:
         def source(task, split):
             z = np.load(src / f"{task}.{split}.npz")
             return build.TaskArrays(z["images"], z["labels"], int(z["classes"]))
-    build.DATA_SOURCE = source
-    profile = build.PROFILES["full"]
-    target = build.suite_dir(profile)
+    builder = build.MiniTextBuilder(data_source=source) if text else build.MiniVisionBuilder(data_source=source)
+    profile = builder.profile_for(False)
+    target = builder.suite_dir(profile)
     if not (target / "pretrained" / "model.safetensors").exists():
         shutil.copytree(src / "heads", target / "heads", dirs_exist_ok=True)
         tmp = target / ".pretrained-import"
@@ -141,42 +140,45 @@ def use_exported(directory: Path, suite: str) -> None:
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
             (tmp / "compact.safetensors").unlink()
         os.rename(tmp, target / "pretrained")
+    return builder
 
 
 # --------------------------------------------------------------------------- measuring
 
 
-def accuracy_on(suite: str, model, tasks: list[str], split: str, pool) -> dict[str, float]:
+def accuracy_on(builder, model, tasks: list[str], split: str, pool) -> dict[str, float]:
     """Accuracy of a (fused) backbone on several tasks, each with its own head."""
     import torch
 
-    build, _, _ = suite_modules(suite)
     limit = VAL_EXAMPLES if split == "validation" else None
     batch = 1024 if torch.cuda.is_available() else 128
-    return {t: build.evaluate(model, pool.head(t), arrays(suite, t, split, limit), batch)["accuracy"] for t in tasks}
+    return {t: builder.evaluate(model, pool.head(t), arrays(builder, t, split, limit), batch)["accuracy"] for t in tasks}
 
 
-def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, validation_sweep: bool = False,
-                 reference_rows: bool = True) -> dict[str, Any]:
+def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, builder=None,
+                 validation_sweep: bool = False, reference_rows: bool = True) -> dict[str, Any]:
     """Build one seed's experts and score every row on it.
 
     ``validation_sweep`` is the cheaper protocol for a CPU (mini-text's full protocol is hours there):
     swept settings are scored on validation only and only the selected one on test, the methods'
     unswept defaults are skipped for swept methods, and every other row is scored on test only.
     Without ``reference_rows`` the pretrained and individual rows are left out (to add methods to an
-    earlier run's results with :func:`merge_results`).
+    earlier run's results with :func:`merge_results`). ``builder`` is the suite's builder (default:
+    its own, on the packaged data).
     """
     import torch
+    from fusionbench_core.engine.devices import resolve_device
 
     build, pool_mod, _ = suite_modules(suite)
-    profile = build.PROFILES["full"]
+    builder = builder or build.BUILDER
+    profile = builder.profile_for(False)
     start = time.perf_counter()
-    summary = build.build(profile, seed)
+    summary = builder.build(profile, seed)
     built_s = time.perf_counter() - start
     log(f"{suite} seed {seed}: built in {built_s:.0f} s ({summary['experts']})")
     pool_cls = pool_mod.MiniVisionModelPool if suite == "mini-vision" else pool_mod.MiniTextModelPool
-    pool = pool_cls(seed=seed)
-    dev = build.device()
+    pool = pool_cls(seed=seed, builder=builder)
+    dev = resolve_device("auto")
     tasks = list(profile.tasks)
     rows: dict[str, dict[str, Any]] = {}
     plain_splits = ("test",) if validation_sweep else ("test", "validation")
@@ -187,7 +189,7 @@ def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, 
         t0 = time.perf_counter()
         row = rows.setdefault(name, {"hyperparameters": hyperparameters or {}, "fuse_s": round(fuse_s, 2)})
         for split in splits:
-            row[split] = accuracy_on(suite, model, tasks, split, pool)
+            row[split] = accuracy_on(builder, model, tasks, split, pool)
         row["eval_s"] = round(row.get("eval_s", 0.0) + time.perf_counter() - t0, 2)
         shown = {split: 100 * statistics.fmean(row[split].values()) for split in splits}
         log(f"  {suite} seed {seed} {name}: " + ", ".join(f"{k} avg {v:.1f}" for k, v in shown.items())
@@ -199,7 +201,7 @@ def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, 
         for task in tasks:
             expert = pool.load_model(task).to(dev)
             for split in plain_splits:
-                individual[split].update(accuracy_on(suite, expert, [task], split, pool))
+                individual[split].update(accuracy_on(builder, expert, [task], split, pool))
         rows["individual"] = {**individual, "hyperparameters": {}}
     for name, cls in methods:
         swept = name in SWEPT
@@ -293,11 +295,11 @@ def run(args) -> Path:
         print(msg, file=sys.stderr, flush=True)
 
     for suite in args.suites:
-        if args.data:
-            use_exported(Path(args.data), suite)
+        builder = exported_builder(Path(args.data), suite) if args.data else None
         results["suites"][suite] = {}
         for seed in args.seeds:
             results["suites"][suite][str(seed)] = measure_seed(suite, seed, [(n, c) for n, c, _ in methods], log,
+                                                               builder=builder,
                                                                validation_sweep=args.validation_sweep,
                                                                reference_rows=not args.skip_reference)
             out.write_text(json.dumps(results, indent=1))

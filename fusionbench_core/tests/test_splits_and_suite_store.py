@@ -1,15 +1,14 @@
-"""The modality-free machinery of the offline suites: seeded splits, digests, the task cache, the expert store."""
+"""The suite kit (``fusionbench_core.suitekit``): seeded splits, digests, the task catalog and cache, the expert store, the builder."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 
 import numpy as np
 import pytest
 
-from fusionbench_core import splits
+from fusionbench_core.suitekit import splits
 
 
 # --------------------------------------------------------------------------- splits
@@ -127,7 +126,7 @@ def test_load_or_build_builds_once_and_rebuilds_on_new_settings(tmp_path):
 
 def test_suite_store_layout_is_built_and_clear(tmp_path):
     torch = pytest.importorskip("torch")
-    from fusionbench_core.engine import expert_suite as es
+    from fusionbench_core.suitekit import store as es
 
     store = es.SuiteStore(tmp_path / "suite")
     assert store.head_path("a") == tmp_path / "suite" / "heads" / "a.safetensors"
@@ -156,7 +155,7 @@ def test_suite_store_layout_is_built_and_clear(tmp_path):
 
 def test_warmup_cosine_and_task_seed():
     pytest.importorskip("torch")
-    from fusionbench_core.engine import expert_suite as es
+    from fusionbench_core.suitekit import training as es
 
     factor = es.warmup_cosine(20)  # 2 warm-up steps
     assert factor(0) == pytest.approx(0.5) and factor(1) == pytest.approx(1.0)
@@ -165,55 +164,147 @@ def test_warmup_cosine_and_task_seed():
     assert es.task_seed(0, "a") != es.task_seed(1, "a")
 
 
-def test_build_expert_suite_resumes_and_counts(tmp_path):
+def test_fit_head_is_a_logistic_regression_optimum():
     torch = pytest.importorskip("torch")
-    from fusionbench_core.engine import expert_suite as es
+    from fusionbench_core.suitekit.training import fit_head
 
-    os.environ.setdefault("FUSIONBENCH_PROGRESS", "0")
-    store = es.SuiteStore(tmp_path / "s")
-    calls = {"pretrained": 0, "heads": [], "experts": []}
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(60, 4, generator=gen)
+    labels = (feats[:, 0] > 0).long().numpy()
+    head = fit_head(feats, labels, 2, l2=1e-2)
+    w = torch.nn.Parameter(head.weight.double().clone())
+    b = torch.nn.Parameter(head.bias.double().clone())
+    loss = torch.nn.functional.cross_entropy(feats.double() @ w.T + b, torch.from_numpy(labels)) + 1e-2 * w.pow(2).sum()
+    loss.backward()
+    assert float(w.grad.abs().max()) < 1e-4 and float(b.grad.abs().max()) < 1e-4
+    assert not head.weight.requires_grad
+
+
+def _counting_builder(torch, tmp_path):
+    """A :class:`SuiteBuilder` whose hooks write fake models and count their calls."""
+    from fusionbench_core.suitekit import store as es
+    from fusionbench_core.suitekit.builder import SuiteBuilder
 
     class Config:
         def to_dict(self):
             return {}
 
-    def write_pretrained():
-        calls["pretrained"] += 1
-        es.write_model_dir(store.pretrained_dir, Config(), {"w": torch.zeros(2)})
-        return "built"
+    class Profile:
+        name, tasks = "full", ("a", "b")
 
-    def train_expert(pretrained, head, task, label):
-        calls["experts"].append(label)
-        info = {"validation_accuracy": 0.75, "pretrained_validation_accuracy": 0.5}
-        es.write_model_dir(store.expert_dir(0, task), Config(), {"w": torch.ones(2)}, head=es.head_state(head),
-                           extra=info)
-        return info
+        def fingerprint(self):
+            return "f" * 10
 
-    def fit_task_head(pretrained, task):
-        calls["heads"].append(task)
-        return es.new_head(2, 2)
+    class CountingBuilder(SuiteBuilder):
+        suite = "toy"
+        default_profiles = {"full": Profile(), "quick": Profile()}
 
-    kw = dict(suite="toy", variant="full", tasks=["a", "b"], seed=0, dev=torch.device("cpu"),
-              write_pretrained=write_pretrained, load_pretrained=lambda: torch.nn.Linear(2, 2),
-              fit_task_head=fit_task_head, train_expert=train_expert)
-    first = es.build_expert_suite(store, stop_after=1, **kw)
+        def __init__(self):
+            super().__init__()
+            self.calls = {"pretrained": 0, "heads": [], "experts": []}
+
+        def write_pretrained(self, profile, directory, device):
+            self.calls["pretrained"] += 1
+            es.write_model_dir(directory, Config(), {"w": torch.zeros(2)})
+            return "built"
+
+        def load_backbone(self, directory):
+            return torch.nn.Linear(2, 2)
+
+        def make_head(self, profile, pretrained, task):
+            self.calls["heads"].append(task)
+            return es.new_head(2, 2)
+
+        def build_expert(self, profile, seed, task, pretrained, head, directory, device, label):
+            self.calls["experts"].append(label)
+            info = {"validation_accuracy": 0.75, "pretrained_validation_accuracy": 0.5}
+            es.write_model_dir(directory, Config(), {"w": torch.ones(2)}, head=es.head_state(head), extra=info)
+            return info
+
+    return CountingBuilder()
+
+
+def test_suite_builder_resumes_and_counts(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FUSIONBENCH_PROGRESS", "0")
+    builder = _counting_builder(torch, tmp_path)
+    calls = builder.calls
+    profile = builder.profile_for(False)
+    assert builder.suite_dir(profile) == tmp_path / "cache" / "suites" / "toy" / "full-ffffffffff"
+    first = builder.build(profile, stop_after=1)
     assert first["stopped"] == "after 1 experts" and first["experts"] == "1 trained, 0 cached"
     assert first["pretrained"] == "built" and calls["experts"] == ["a (1/2)"] and calls["heads"] == ["a", "b"]
-    second = es.build_expert_suite(store, **kw)
+    second = builder.build(profile)
     assert second["pretrained"] == "cached" and second["experts"] == "1 trained, 1 cached"
     assert second["expert a"] == "val acc 0.500 -> 0.750" and calls["experts"] == ["a (1/2)", "b (2/2)"]
-    assert store.is_built(0, ["a", "b"]) and calls["pretrained"] == 1 and calls["heads"] == ["a", "b"]
-    es.build_expert_suite(store, force=True, **kw)
+    assert builder.is_built(profile, 0) and calls["pretrained"] == 1 and calls["heads"] == ["a", "b"]
+    builder.build(profile, force=True)
     assert calls["pretrained"] == 2 and len(calls["experts"]) == 4
+
+
+def test_suite_builder_memoises_task_arrays_per_builder():
+    pytest.importorskip("torch")
+    from fusionbench_core.suitekit.builder import SuiteBuilder
+
+    class Arrays(list):
+        labels, classes = (), 2
+
+        def head(self, limit):
+            return self if limit is None else Arrays(self[:limit])
+
+    reads = []
+
+    def source(task, split):
+        reads.append((task, split))
+        return Arrays(range(5))
+
+    class Toy(SuiteBuilder):
+        suite = "toy"
+
+    builder = Toy(profiles={"full": None}, data_source=source)
+    assert builder.task_arrays(None, "a", "train", 3) == [0, 1, 2]
+    assert builder.task_arrays(None, "a", "train") == [0, 1, 2, 3, 4]
+    assert reads == [("a", "train")]
+    Toy(profiles={"full": None}, data_source=source).task_arrays(None, "a", "train")
+    assert reads == [("a", "train")] * 2  # another builder, its own memo
+
+
+def test_task_catalog_checks_sources_and_names_cache_dirs(tmp_path, monkeypatch):
+    from fusionbench_core.suitekit.catalog import MissingSourceError, TaskCatalog, TaskSpec
+
+    present = tmp_path / "present"
+    present.write_text("1")
+    ok = splits.PackagedSource("pkg ok", lambda: present)
+    gone = splits.PackagedSource("pkg gone", lambda: tmp_path / "absent")
+
+    def probe():
+        raise MissingSourceError("toy task 'c' needs more")
+
+    catalog = TaskCatalog("toy", [TaskSpec("a", lambda **kw: None, 2, "first", (3, 2, 1), (ok,)),
+                                  TaskSpec("b", lambda **kw: None, 2, "second", (3, 2, 1), (ok, gone)),
+                                  TaskSpec("c", lambda **kw: None, 2, "third", (3, 2, 1), probe=probe)],
+                          version="v7", digest=lambda dsd: "")
+    assert list(catalog) == ["a", "b", "c"] and catalog["b"].description == "second"
+    assert catalog.sources_available("a") and not catalog.sources_available()
+    assert catalog.missing_sources() == [
+        f"toy task 'b' needs the pkg gone (missing {tmp_path / 'absent'}); run scripts/install-offline-data.sh",
+        "toy task 'c' needs more",
+    ]
+    with pytest.raises(KeyError, match="unknown toy task 'z'; known: a, b, c"):
+        catalog.load_task("z")
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    assert catalog.task_cache_dir("a") == tmp_path / "cache" / "datasets" / "toy" / "a-v7"
+    assert catalog.task_cache_dir("a", seed=1, sizes=(1, 1, 1)).name == "a-v7-seed1-n1-1-1"
 
 
 def test_modules_import_no_suite_or_hub_library():
     import subprocess
     import sys
 
-    code = ("import sys, fusionbench_core.splits; "
+    code = ("import sys, fusionbench_core.suitekit.splits, fusionbench_core.suitekit.catalog; "
             "assert not {'torch', 'datasets', 'transformers'} & set(sys.modules), 'splits imported a heavy module'; "
-            "import fusionbench_core.engine.expert_suite; "
+            "import fusionbench_core.suitekit.builder, fusionbench_core.suitekit.pools; "
             "assert not {'datasets', 'transformers', 'peft'} & set(sys.modules); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-1000:]

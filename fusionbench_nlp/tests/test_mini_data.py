@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from fusionbench_core.suitekit.testing import built, cache  # noqa: F401  (shared fixtures)
 
 if getattr(sys.modules.get("fusionbench_nlp"), "__file__", "") is None:
     del sys.modules["fusionbench_nlp"]
@@ -34,28 +35,15 @@ def wordnet_parsed_once():
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A private FUSIONBENCH_CACHE for the module, so the user's cache is never touched."""
-    root = tmp_path_factory.mktemp("fbcache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FUSIONBENCH_CACHE", str(root))
-        yield root
+def task_catalog():
+    """The catalog the shared ``built`` fixture loads from."""
+    return data.MINI_TEXT_TASKS
 
 
 @pytest.fixture(scope="module")
-def built(cache):
-    """Loads (and caches) each small task once per module."""
-    done = {}
-
-    def get(name):
-        """The small task ``name``; skips the test when its sources are missing."""
-        if not data.sources_available(name):
-            pytest.skip(data.missing_sources(name)[0])
-        if name not in done:
-            done[name] = data.load_task(name, sizes=SMALL)
-        return done[name]
-
-    return get
+def task_sizes():
+    """The small sizes the shared ``built`` fixture loads each task at."""
+    return SMALL
 
 
 def test_registry_lists_every_task():

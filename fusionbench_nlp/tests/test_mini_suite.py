@@ -1,8 +1,9 @@
 """The mini-text suite on tiny synthetic stand-ins: build, frozen heads, determinism, resume, pools, CLI.
 
 The tests swap all-MiniLM-L6-v2 for a randomly initialised 1-layer ``BertModel`` (the profile's
-``tiny_backbone``) and the packaged texts for synthetic token sequences, through the module
-attributes the build reads (``build.DATA_SOURCE``, ``build.PROFILES``), with the cache in ``tmp_path``.
+``tiny_backbone``) and the packaged texts for synthetic token sequences, both given to a
+:class:`MiniTextBuilder`'s constructor, with the cache in ``tmp_path``; the pools ``fb`` makes by
+name are pointed at that builder (``suitekit.testing.use_builder``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +20,7 @@ pytest.importorskip("transformers")
 
 
 from fusionbench_core.protocols import PRETRAINED, DataModelPool, DataRequest, ModelPool, TaskPool  # noqa: E402
+from fusionbench_core.suitekit.testing import safetensors_bytes, suite_cache, use_builder  # noqa: E402, F401
 from fusionbench_nlp.mini import build as mb  # noqa: E402
 from fusionbench_nlp.mini import model as mm  # noqa: E402
 from fusionbench_nlp.mini.pool import MiniTextModelPool, MiniTextTaskPool  # noqa: E402
@@ -56,22 +57,19 @@ def tiny_profile(name: str) -> mb.Profile:
                       eval_examples=None, tiny_backbone=TINY_BERT)
 
 
+def tiny_builder() -> mb.MiniTextBuilder:
+    """A builder of the tiny variants on the synthetic token sequences."""
+    return mb.MiniTextBuilder(profiles={"full": tiny_profile("full"), "quick": tiny_profile("quick")},
+                              data_source=synthetic_arrays)
+
+
 @pytest.fixture
-def tiny(monkeypatch, tmp_path):
+def tiny(monkeypatch, suite_cache):
+    """The tiny builder, also used by the pools ``fb`` makes; the cache is under ``tmp_path`` (see ``suite_cache``)."""
     torch.set_num_threads(1)
-    monkeypatch.setattr(mb, "DATA_SOURCE", synthetic_arrays)
-    monkeypatch.setattr(mb, "_ARRAYS", {})
-    monkeypatch.setattr(mb, "PROFILES", {"full": tiny_profile("full"), "quick": tiny_profile("quick")})
-    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
-
-    def use_cache(path: Path) -> None:
-        monkeypatch.setenv("FUSIONBENCH_CACHE", str(path))
-
-    return use_cache
-
-
-def safetensors_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.safetensors"))}
+    builder = tiny_builder()
+    use_builder(monkeypatch, builder, MiniTextModelPool, MiniTextTaskPool)
+    return builder
 
 
 def test_text_arrays_batch_pads_to_the_longest_and_masks():
@@ -98,39 +96,40 @@ def test_mean_pooling_ignores_padding():
 
 
 def test_build_freezes_heads_and_trains_backbones(tiny):
-    profile = mb.PROFILES["full"]
-    summary = mb.build(profile, seed=0)
+    profile = tiny.profile_for(False)
+    summary = tiny.build(profile, seed=0)
     assert summary["experts"] == f"{len(TASKS)} trained, 0 cached"
     from safetensors.torch import load_file
 
-    base = load_file(str(mb.pretrained_dir(profile) / mm.MODEL_FILE))
+    store = tiny.store(profile)
+    base = load_file(str(store.pretrained_dir / mm.MODEL_FILE))
     assert "embeddings.position_ids" not in base and "encoder.layer.0.attention.self.query.weight" in base
-    pretrained = mm.load_backbone(mb.pretrained_dir(profile))
+    pretrained = mm.load_backbone(store.pretrained_dir)
     for task in TASKS:
-        expert_dir = mb.expert_dir(profile, 0, task)
-        assert (expert_dir / mm.HEAD_FILE).read_bytes() == mb.head_path(profile, task).read_bytes()
+        expert_dir = store.expert_dir(0, task)
+        assert (expert_dir / mm.HEAD_FILE).read_bytes() == store.head_path(task).read_bytes()
         expert = load_file(str(expert_dir / mm.MODEL_FILE))
         assert expert.keys() == base.keys()
         assert sum(float((expert[k] - base[k]).abs().sum()) for k in base) > 0
-        head = mm.load_head(mb.head_path(profile, task))
+        head = mm.load_head(store.head_path(task))
         train = synthetic_arrays(task, "train", profile.max_len)
         tuned = mm.load_backbone(expert_dir)
-        assert mb.evaluate(tuned, head, train)["loss"] < mb.evaluate(pretrained, head, train)["loss"]
+        assert tiny.evaluate(tuned, head, train)["loss"] < tiny.evaluate(pretrained, head, train)["loss"]
 
 
-def test_two_builds_identical_bytes_and_resume_matches(tiny, tmp_path):
-    profile = mb.PROFILES["full"]
-    tiny(tmp_path / "a")
-    mb.build(profile, seed=3)
-    first = safetensors_bytes(mb.suite_dir(profile))
-    tiny(tmp_path / "b")
-    mb.build(profile, seed=3)
-    assert safetensors_bytes(mb.suite_dir(profile)) == first
-    tiny(tmp_path / "c")
-    assert mb.build(profile, seed=3, stop_after=1)["stopped"] == "after 1 experts"
-    assert not mb.is_built(profile, 3) and not mb.expert_dir(profile, 3, TASKS[1]).exists()
-    assert mb.build(profile, seed=3)["experts"] == "1 trained, 1 cached"
-    assert safetensors_bytes(mb.suite_dir(profile)) == first
+def test_two_builds_identical_bytes_and_resume_matches(tiny, suite_cache, tmp_path):
+    profile = tiny.profile_for(False)
+    suite_cache(tmp_path / "a")
+    tiny.build(profile, seed=3)
+    first = safetensors_bytes(tiny.suite_dir(profile))
+    suite_cache(tmp_path / "b")
+    tiny_builder().build(profile, seed=3)  # a fresh builder: nothing memoised
+    assert safetensors_bytes(tiny.suite_dir(profile)) == first
+    suite_cache(tmp_path / "c")
+    assert tiny.build(profile, seed=3, stop_after=1)["stopped"] == "after 1 experts"
+    assert not tiny.is_built(profile, 3) and not tiny.store(profile).expert_dir(3, TASKS[1]).exists()
+    assert tiny.build(profile, seed=3)["experts"] == "1 trained, 1 cached"
+    assert safetensors_bytes(tiny.suite_dir(profile)) == first
     assert len(first) == 1 + len(TASKS) + 2 * len(TASKS)
 
 
@@ -166,9 +165,29 @@ def test_fb_run_mini_text_end_to_end(tiny, fb_cli, tmp_path):
     result = fb_cli("run", "-p", "mini-text", "-s", "modelpool.quick=true", "-o", str(tmp_path / "run"), "--json")
     assert result.exit_code == 0, result.stderr
     assert set(result.json["tasks"]) == set(TASKS) and result.json["method"] == "task_arithmetic"
-    assert mb.is_built(mb.PROFILES["quick"], 0) and not mb.suite_dir(mb.PROFILES["full"]).exists()
+    assert tiny.is_built(tiny.profile_for(True), 0) and not tiny.suite_dir(tiny.profile_for(False)).exists()
     built = fb_cli("suites", "build", "mini-text", "--quick")
     assert built.exit_code == 0 and f"0 trained, {len(TASKS)} cached" in built.stdout
+
+
+def test_an_ensemble_of_quick_experts_is_scored_with_the_quick_heads(tiny):
+    """The task pool takes the variant from the model pool it is bound to, not from a tag on the model."""
+    from fusionbench_data_methods.ensemble_model import EnsembleModel
+
+    pool = MiniTextModelPool(quick=True)
+    tasks = MiniTextTaskPool()
+    tasks.bind(pool)
+    members = [pool.load_model(task) for task in TASKS]
+    report = tasks.evaluate(EnsembleModel(members))
+    assert not tiny.suite_dir(tiny.profile_for(False)).exists(), "scored with (or built) the full variant"
+    quick = tiny.profile_for(True)
+    for task in TASKS:  # the mean of the members' logits under the quick variant's head, by hand
+        head = tiny.load_head(tiny.store(quick).head_path(task))
+        test = tiny.task_arrays(quick, task, "test")
+        with torch.no_grad():
+            logits = torch.stack([head(mm.features(m, test.batch(slice(None)))) for m in members]).mean(dim=0)
+        expected = float((logits.argmax(1) == torch.from_numpy(test.labels)).double().mean())
+        assert report.tasks[task]["accuracy"] == pytest.approx(expected)
 
 
 def test_plugin_module_does_not_import_torch():
@@ -208,8 +227,9 @@ def test_quick_variant_on_real_data_experts_beat_pretrained():
     # checks the very models `fb run` uses, and costs a build only where none exists yet.
     pool = MiniTextModelPool(quick=True)
     base = pool.load_model(PRETRAINED)
+    builder = pool.builder
     for task in pool.model_names:
-        test = mb.task_arrays(task, "test", pool.profile.max_len, 300)
-        before = mb.evaluate(base, pool.head(task), test)["accuracy"]
-        after = mb.evaluate(pool.load_model(task), pool.head(task), test)["accuracy"]
+        test = builder.task_arrays(pool.profile, task, "test", 300)
+        before = builder.evaluate(base, pool.head(task), test)["accuracy"]
+        after = builder.evaluate(pool.load_model(task), pool.head(task), test)["accuracy"]
         assert after > before, f"{task}: expert {after:.3f} <= pretrained {before:.3f}"

@@ -1,8 +1,8 @@
 """The mini-vision suite on tiny synthetic stand-in data: build, frozen heads, determinism, resume, pools, CLI.
 
-Every test here swaps the packaged data for small synthetic images and the build variants for
-a tiny encoder (1 layer, width 16), through the module attributes the build reads
-(``build.DATA_SOURCE``, ``build.PROFILES``), with the cache in ``tmp_path``.
+Every test here builds with a :class:`MiniVisionBuilder` given small synthetic images and tiny
+variants (a 1-layer encoder of width 16) in its constructor, with the cache in ``tmp_path``; the
+pools ``fb`` makes by name are pointed at that builder (``suitekit.testing.use_builder``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from fusionbench_core.protocols import PRETRAINED, DataModelPool, DataRequest, ModelPool, TaskPool  # noqa: E402
+from fusionbench_core.suitekit.testing import safetensors_bytes, suite_cache, use_builder  # noqa: E402, F401
 from fusionbench_vision.mini import build as mb  # noqa: E402
 from fusionbench_vision.mini import model as mm  # noqa: E402
 from fusionbench_vision.mini.pool import MiniVisionModelPool, MiniVisionTaskPool  # noqa: E402
@@ -52,30 +53,27 @@ def tiny_profile(name: str) -> mb.Profile:
                       pretrain_batch=16, train_examples=48, epochs=3, batch=16, lr=5e-4, eval_examples=None)
 
 
+def tiny_builder() -> mb.MiniVisionBuilder:
+    """A builder of the tiny variants on the synthetic images."""
+    return mb.MiniVisionBuilder(profiles={"full": tiny_profile("full"), "quick": tiny_profile("quick")},
+                                data_source=synthetic_arrays)
+
+
 @pytest.fixture
-def tiny(monkeypatch, tmp_path):
-    """Synthetic data, tiny variants, cache under ``tmp_path``; returns a function to point the cache elsewhere."""
+def tiny(monkeypatch, suite_cache):
+    """The tiny builder, also used by the pools ``fb`` makes; the cache is under ``tmp_path`` (see ``suite_cache``)."""
     torch.set_num_threads(1)
-    monkeypatch.setattr(mb, "DATA_SOURCE", synthetic_arrays)
-    monkeypatch.setattr(mb, "_ARRAYS", {})
-    monkeypatch.setattr(mb, "PROFILES", {"full": tiny_profile("full"), "quick": tiny_profile("quick")})
-    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
-
-    def use_cache(path: Path) -> None:
-        monkeypatch.setenv("FUSIONBENCH_CACHE", str(path))
-
-    return use_cache
-
-
-def safetensors_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.safetensors"))}
+    builder = tiny_builder()
+    use_builder(monkeypatch, builder, MiniVisionModelPool, MiniVisionTaskPool)
+    return builder
 
 
 def test_build_freezes_heads_and_trains_encoders(tiny):
-    profile = mb.PROFILES["full"]
-    summary = mb.build(profile, seed=0)
+    profile = tiny.profile_for(False)
+    summary = tiny.build(profile, seed=0)
     assert summary["experts"] == "2 trained, 0 cached"
-    root = mb.suite_dir(profile)
+    store = tiny.store(profile)
+    root = tiny.suite_dir(profile)
     pretrained = mm.load_encoder(root / "pretrained")
     from safetensors.torch import load_file
 
@@ -83,65 +81,54 @@ def test_build_freezes_heads_and_trains_encoders(tiny):
     assert "encoder.layers.0.self_attn.q_proj.weight" in base and not any(k.endswith("position_ids") for k in base)
     assert type(pretrained).__name__ == "CLIPVisionModel"
     for task in TASKS:
-        expert_dir = mb.expert_dir(profile, 0, task)
+        expert_dir = store.expert_dir(0, task)
         # The head the expert was trained under is bit-identical to the one fitted on pretrained features.
-        assert (expert_dir / mm.HEAD_FILE).read_bytes() == mb.head_path(profile, task).read_bytes()
+        assert (expert_dir / mm.HEAD_FILE).read_bytes() == store.head_path(task).read_bytes()
         expert = load_file(str(expert_dir / mm.MODEL_FILE))
         assert expert.keys() == base.keys()
         moved = sum(float((expert[k] - base[k]).abs().sum()) for k in base)
         assert moved > 0, f"{task}: fine-tuning left the encoder unchanged"
         # Fine-tuning under the frozen head lowered the training loss below the linear probe's.
-        head = mm.load_head(mb.head_path(profile, task))
+        head = mm.load_head(store.head_path(task))
         train = synthetic_arrays(task, "train")
         tuned = mm.load_encoder(expert_dir)
-        assert mb.evaluate(tuned, head, train)["loss"] < mb.evaluate(pretrained, head, train)["loss"]
+        assert tiny.evaluate(tuned, head, train)["loss"] < tiny.evaluate(pretrained, head, train)["loss"]
         assert json.loads((expert_dir / "info.json").read_text())["train_examples"] == SIZES["train"]
     # The linear probe fitted on pretrained features is far above chance (1/3) on its training data.
-    head = mm.load_head(mb.head_path(profile, "mnist"))
-    assert mb.evaluate(pretrained, head, synthetic_arrays("mnist", "train"))["accuracy"] > 0.7
+    head = mm.load_head(store.head_path("mnist"))
+    assert tiny.evaluate(pretrained, head, synthetic_arrays("mnist", "train"))["accuracy"] > 0.7
 
 
-def test_fit_head_is_a_logistic_regression_optimum():
-    gen = torch.Generator().manual_seed(0)
-    feats = torch.randn(60, 4, generator=gen)
-    labels = (feats[:, 0] > 0).long().numpy()
-    head = mb.fit_head(feats, labels, 2, l2=1e-2)
-    w = torch.nn.Parameter(head.weight.double().clone())
-    b = torch.nn.Parameter(head.bias.double().clone())
-    loss = torch.nn.functional.cross_entropy(feats.double() @ w.T + b, torch.from_numpy(labels)) + 1e-2 * w.pow(2).sum()
-    loss.backward()
-    assert float(w.grad.abs().max()) < 1e-4 and float(b.grad.abs().max()) < 1e-4
-    assert not head.weight.requires_grad
-
-
-def test_two_builds_give_identical_bytes_and_resume_matches(tiny, tmp_path):
-    profile = mb.PROFILES["full"]
-    tiny(tmp_path / "a")
-    mb.build(profile, seed=1)
-    first = safetensors_bytes(mb.suite_dir(profile))
-    tiny(tmp_path / "b")
-    mb.build(profile, seed=1)
-    assert safetensors_bytes(mb.suite_dir(profile)) == first
-    tiny(tmp_path / "c")
-    partial = mb.build(profile, seed=1, stop_after=1)
+def test_two_builds_give_identical_bytes_and_resume_matches(tiny, suite_cache, tmp_path):
+    profile = tiny.profile_for(False)
+    suite_cache(tmp_path / "a")
+    tiny.build(profile, seed=1)
+    first = safetensors_bytes(tiny.suite_dir(profile))
+    suite_cache(tmp_path / "b")
+    tiny_builder().build(profile, seed=1)  # a fresh builder: nothing memoised
+    assert safetensors_bytes(tiny.suite_dir(profile)) == first
+    suite_cache(tmp_path / "c")
+    store = tiny.store(profile)
+    partial = tiny.build(profile, seed=1, stop_after=1)
     assert partial["stopped"] == "after 1 experts"
-    assert (mb.expert_dir(profile, 1, TASKS[0]) / mm.MODEL_FILE).exists()
-    assert not mb.expert_dir(profile, 1, TASKS[1]).exists()
-    assert not mb.is_built(profile, 1)
-    resumed = mb.build(profile, seed=1)
+    assert (store.expert_dir(1, TASKS[0]) / mm.MODEL_FILE).exists()
+    assert not store.expert_dir(1, TASKS[1]).exists()
+    assert not tiny.is_built(profile, 1)
+    resumed = tiny.build(profile, seed=1)
     assert resumed["experts"] == "1 trained, 1 cached"
-    assert safetensors_bytes(mb.suite_dir(profile)) == first
+    assert safetensors_bytes(tiny.suite_dir(profile)) == first
     assert len(first) == 1 + len(TASKS) + 2 * len(TASKS)  # pretrained, heads, expert model + head
 
 
 def test_other_seed_gives_other_experts_same_pretrained(tiny):
-    profile = mb.PROFILES["full"]
-    mb.build(profile, seed=0)
-    mb.build(profile, seed=1)
-    a = (mb.expert_dir(profile, 0, "mnist") / mm.MODEL_FILE).read_bytes()
-    b = (mb.expert_dir(profile, 1, "mnist") / mm.MODEL_FILE).read_bytes()
+    profile = tiny.profile_for(False)
+    tiny.build(profile, seed=0)
+    tiny.build(profile, seed=1)
+    store = tiny.store(profile)
+    a = (store.expert_dir(0, "mnist") / mm.MODEL_FILE).read_bytes()
+    b = (store.expert_dir(1, "mnist") / mm.MODEL_FILE).read_bytes()
     assert a != b
-    assert not list(mb.suite_dir(profile).glob("**/.*tmp*")), "temporary files left behind"
+    assert not list(tiny.suite_dir(profile).glob("**/.*tmp*")), "temporary files left behind"
 
 
 def test_pools_follow_the_protocols(tiny):
@@ -208,14 +195,39 @@ def test_fb_run_json_and_quick_option_reaches_the_taskpool(tiny, fb_cli, tmp_pat
     report = result.json
     assert set(report["tasks"]) == set(TASKS)
     assert all(0.0 <= m["accuracy"] <= 1.0 for m in report["tasks"].values())
-    assert mb.is_built(mb.PROFILES["quick"], 0)
-    assert not mb.suite_dir(mb.PROFILES["full"]).exists(), "the full variant was built for a quick run"
+    assert tiny.is_built(tiny.profile_for(True), 0)
+    assert not tiny.suite_dir(tiny.profile_for(False)).exists(), "the full variant was built for a quick run"
+
+
+def test_an_ensemble_of_quick_experts_is_scored_with_the_quick_heads(tiny):
+    """The task pool takes the variant from the model pool it is bound to, not from a tag on the model."""
+    from fusionbench_data_methods.ensemble_model import EnsembleModel
+
+    pool = MiniVisionModelPool(quick=True)
+    tasks = MiniVisionTaskPool()
+    tasks.bind(pool)
+    members = [pool.load_model(task) for task in TASKS]
+    report = tasks.evaluate(EnsembleModel(members))
+    assert not tiny.suite_dir(tiny.profile_for(False)).exists(), "scored with (or built) the full variant"
+    quick = tiny.profile_for(True)
+    for task in TASKS:  # the mean of the members' logits under the quick variant's head, by hand
+        head = tiny.load_head(tiny.store(quick).head_path(task))
+        test = tiny.task_arrays(quick, task, "test")
+        x = mm.pixel_values(test.images)
+        with torch.no_grad():
+            logits = torch.stack([head(mm.features(m, x)) for m in members]).mean(dim=0)
+        expected = float((logits.argmax(1) == torch.from_numpy(test.labels)).double().mean())
+        assert report.tasks[task]["accuracy"] == pytest.approx(expected)
+    # A model pool of another suite leaves the task pool's own default (the full variant).
+    other = MiniVisionTaskPool()
+    other.bind(object())
+    assert other.variant()[1] is tiny.profile_for(False)
 
 
 def test_fb_suites_build_cli_and_bad_option(tiny, fb_cli):
     result = fb_cli("suites", "build", "mini-vision", "--quick", "--seed", "2")
     assert result.exit_code == 0, result.stderr
-    assert mb.is_built(mb.PROFILES["quick"], 2)
+    assert tiny.is_built(tiny.profile_for(True), 2)
     again = fb_cli("suites", "build", "mini-vision", "--quick", "--seed", "2")
     assert "0 trained, 2 cached" in again.stdout
     bad = fb_cli("run", "-p", "mini-vision", "-s", "modelpool.qiuck=true")
@@ -234,9 +246,8 @@ _OFFLINE_RUN = """
 import sys, numpy as np
 sys.path.insert(0, {tests!r})
 import test_mini_suite as t
-from fusionbench_vision.mini import build as mb
-mb.DATA_SOURCE = t.synthetic_arrays
-mb.PROFILES.update(full=t.tiny_profile("full"), quick=t.tiny_profile("quick"))
+from fusionbench_vision.mini.pool import MiniVisionModelPool, MiniVisionTaskPool
+MiniVisionModelPool.builder = MiniVisionTaskPool.builder = t.tiny_builder()
 from fusionbench_core.cli import cli
 cli(["run", "-p", "mini-vision", "-s", "modelpool.quick=true", "--json", "-o", {out!r}], prog_name="fb")
 """
@@ -277,10 +288,11 @@ def test_quick_variant_on_real_data_experts_beat_pretrained():
     torch.set_num_threads(1)
     pool = MiniVisionModelPool(quick=True)
     base = pool.load_model(PRETRAINED)
+    builder = pool.builder
     for task in pool.model_names:
-        test = mb.task_arrays(task, "test", 400)
-        before = mb.evaluate(base, pool.head(task), test)["accuracy"]
-        after = mb.evaluate(pool.load_model(task), pool.head(task), test)["accuracy"]
+        test = builder.task_arrays(pool.profile, task, "test", 400)
+        before = builder.evaluate(base, pool.head(task), test)["accuracy"]
+        after = builder.evaluate(pool.load_model(task), pool.head(task), test)["accuracy"]
         assert after > before, f"{task}: expert {after:.3f} <= pretrained {before:.3f}"
 
 
@@ -289,7 +301,7 @@ def test_fb_run_quick_suite_under_unshare(tmp_path):
     """The real ``fb run -p mini-vision -s modelpool.quick=true`` with no network, once CI has built the quick suite."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
         pytest.skip("unshare -n is not permitted here")
-    if not mb.is_built(mb.PROFILES["quick"], 0):
+    if not mb.BUILDER.is_built(mb.BUILDER.profile_for(True), 0):
         pytest.skip("the quick suite is not built: run `fb suites build mini-vision --quick` first")
     fb = Path(sys.executable).with_name("fb")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FUSIONBENCH_PROGRESS": "0"}

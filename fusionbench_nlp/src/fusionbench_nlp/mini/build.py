@@ -12,7 +12,9 @@
 3. **Experts**: the whole backbone fine-tuned on each task with that task's head frozen (dropout
    off, AdamW, warm-up then cosine decay, fixed seeded data order).
 
-Same layout, fingerprinting, atomic writes and resumption as the mini-vision build::
+The steps, the store and resumption are the suite kit's
+(:class:`fusionbench_core.suitekit.builder.SuiteBuilder`, as for mini-vision);
+:class:`MiniTextBuilder` supplies the backbone and the tokenised texts::
 
     $FUSIONBENCH_CACHE/suites/mini-text/<variant>-<fingerprint>/
         pretrained/   heads/<task>.safetensors   seed<N>/<task>/
@@ -20,27 +22,16 @@ Same layout, fingerprinting, atomic writes and resumption as the mini-vision bui
 
 from __future__ import annotations
 
-import copy
 import functools
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from fusionbench_core.engine.expert_suite import (  # noqa: F401  (part of this module's API)
-    SuiteStore,
-    build_expert_suite,
-    device,
-    evaluate_head,
-    fit_head,
-    move_to,
-    settings_fingerprint,
-    train_under_head,
-)
-from fusionbench_core.engine.expert_suite import task_seed as _task_seed
+from fusionbench_core.suitekit.builder import SuiteBuilder, settings_fingerprint
+from fusionbench_core.suitekit.training import move_to
 from torch import nn
 
 from . import model as mm
@@ -76,19 +67,11 @@ class Profile:
         return settings_fingerprint(CODE_VERSION, self)
 
 
-PROFILES: dict[str, Profile] = {
+PROFILES: Mapping[str, Profile] = {
     "full": Profile("full"),
     "quick": Profile("quick", tasks=QUICK_TASKS, max_len=32, train_examples=256, eval_examples=200),
 }
 """The two variants: ``full`` (``fb suites build mini-text``) and ``quick`` (``--quick``, for CI)."""
-
-
-def profile_for(quick: bool) -> Profile:
-    """The ``quick`` or ``full`` profile."""
-    return PROFILES["quick" if quick else "full"]
-
-
-# --------------------------------------------------------------------------- data
 
 
 @dataclass(frozen=True)
@@ -146,145 +129,78 @@ def packaged_text_arrays(task: str, split: str, max_len: int) -> TextArrays:
                     np.asarray(part["label"]), part.features["label"].num_classes, max_len)
 
 
-DATA_SOURCE: Callable[[str, str, int], TextArrays] = packaged_text_arrays
-"""Where tokenised splits come from; tests and the results script point it at other arrays."""
+class MiniTextBuilder(SuiteBuilder):
+    """The mini-text build: all-MiniLM-L6-v2 (a ``BertModel``), mean-pooled, on tokenised texts.
 
-_ARRAYS: dict[tuple[int, str, str, int], TextArrays] = {}
-
-
-def task_arrays(task: str, split: str, max_len: int, limit: int | None = None) -> TextArrays:
-    """A tokenised split (memoised per data source), optionally its first ``limit`` examples."""
-    key = (id(DATA_SOURCE), task, split, max_len)
-    if key not in _ARRAYS:
-        _ARRAYS[key] = DATA_SOURCE(task, split, max_len)
-    return _ARRAYS[key].head(limit)
-
-
-# --------------------------------------------------------------------------- training
-
-
-def train(backbone: nn.Module, head: nn.Module, arrays: TextArrays, *, epochs: int, lr: float, batch: int,
-          seed: int, description: str) -> float:
-    """Fine-tune every backbone parameter under a frozen head; returns the last epoch's mean loss."""
-    dev = next(backbone.parameters()).device
-    labels = torch.from_numpy(arrays.labels).to(dev)
-
-    def step_loss(order: torch.Tensor) -> torch.Tensor:
-        idx = np.sort(order.numpy())
-        logits = head(mm.features(backbone, move_to(arrays.batch(idx), dev)))
-        return nn.functional.cross_entropy(logits, labels[torch.from_numpy(idx).to(dev)])
-
-    return train_under_head(backbone, backbone.parameters(), len(arrays), step_loss, epochs=epochs, lr=lr,
-                            batch=batch, seed=seed, description=description)
-
-
-@torch.inference_mode()
-def encode_all(backbone: nn.Module, arrays: TextArrays, batch: int = 128) -> torch.Tensor:
-    """Mean-pooled features of a split, batched."""
-    dev = next(backbone.parameters()).device
-    backbone.eval()
-    return torch.cat([mm.features(backbone, move_to(arrays.batch(slice(i, i + batch)), dev))
-                      for i in range(0, len(arrays), batch)])
-
-
-def evaluate(backbone: nn.Module, head: nn.Module, arrays: TextArrays, batch: int = 128) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of ``head(backbone(x))`` over a split, batched.
-
-    Scores through :func:`fusionbench_core.protocols.task_logits` (see
-    :func:`fusionbench_core.engine.expert_suite.evaluate_head`).
+    ``data_source(task, split, max_len)`` returns :class:`TextArrays` (default: the packaged
+    sources, tokenised with MiniLM's tokenizer); ``max_len`` is the profile's.
     """
-    dev = next(backbone.parameters()).device
-    batches = ((move_to(arrays.batch(slice(i, i + batch)), dev), torch.from_numpy(arrays.labels[i : i + batch]).to(dev))
-               for i in range(0, len(arrays), batch))
-    return evaluate_head(backbone, head, batches, mm.features)
+
+    suite = SUITE
+    default_profiles = PROFILES
+    eval_batch_size = 128
+
+    def packaged_arrays(self, task: str, split: str, max_len: int) -> TextArrays:
+        """A tokenised split of a task from the packaged sources."""
+        return packaged_text_arrays(task, split, max_len)
+
+    def source_arguments(self, profile: Profile, task: str, split: str) -> tuple[Any, ...]:
+        """``(task, split, profile.max_len)``: the variants tokenise to different lengths."""
+        return (task, split, profile.max_len)
+
+    def setup(self) -> None:
+        """Silence transformers."""
+        mm.quiet_transformers()
+
+    def load_backbone(self, directory: Path) -> nn.Module:
+        """The backbone of a model directory, as a ``BertModel`` in eval mode."""
+        return mm.load_backbone(directory)
+
+    def features(self, model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Mean of the backbone's last hidden states over the non-padding tokens."""
+        return mm.features(model, inputs)
+
+    def batches(self, examples: TextArrays, batch_size: int,
+                device: torch.device | str = "cpu") -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """``(inputs, labels)`` on ``device``; ``inputs`` is a dict of tensors padded per batch."""
+        for i in range(0, len(examples), batch_size):
+            yield (move_to(examples.batch(slice(i, i + batch_size)), device),
+                   torch.from_numpy(examples.labels[i : i + batch_size]).to(device))
+
+    def step_loss(self, backbone: nn.Module, head: nn.Module,
+                  examples: TextArrays) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Cross-entropy of ``head(backbone(x))`` on the texts at some indices (sorted, padded per batch)."""
+        dev = next(backbone.parameters()).device
+        labels = torch.from_numpy(examples.labels).to(dev)
+
+        def loss(order: torch.Tensor) -> torch.Tensor:
+            idx = np.sort(order.numpy())
+            logits = head(mm.features(backbone, move_to(examples.batch(idx), dev)))
+            return nn.functional.cross_entropy(logits, labels[torch.from_numpy(idx).to(dev)])
+
+        return loss
+
+    def write_pretrained(self, profile: Profile, directory: Path, device: torch.device) -> str:
+        """Copy all-MiniLM-L6-v2 (with its tokenizer), or a random tiny ``BertModel`` for a test profile."""
+        if profile.tiny_backbone is not None:
+            from transformers import BertConfig
+
+            config = BertConfig(**dict(profile.tiny_backbone), hidden_dropout_prob=0.0,
+                                attention_probs_dropout_prob=0.0)
+            mm.write_model_dir(directory, config, mm.checkpoint_state(mm.new_backbone(config)))
+            return "random tiny BertModel (tests)"
+        source = mm.minilm_dir()
+        backbone = mm.load_backbone(source)
+        mm.write_model_dir(directory, backbone.config, mm.checkpoint_state(backbone), tokenizer_from=source,
+                           extra={"source": str(source)})
+        return f"all-MiniLM-L6-v2 from {source}"
+
+    def save_expert(self, profile: Profile, directory: Path, backbone: nn.Module, head: nn.Module,
+                    info: Mapping[str, Any]) -> None:
+        """Write the expert backbone, its head and ``info.json`` (the tokenizer stays with the pretrained copy)."""
+        mm.write_model_dir(directory, backbone.config, mm.checkpoint_state(backbone), head=mm.head_state(head),
+                           extra=info)
 
 
-# --------------------------------------------------------------------------- the suite on disk
-
-
-def suite_dir(profile: Profile) -> Path:
-    """The cache directory of a built variant."""
-    from fusionbench_core.hub import cache_dir
-
-    return cache_dir("suites", SUITE) / f"{profile.name}-{profile.fingerprint()}"
-
-
-def store(profile: Profile) -> SuiteStore:
-    """The store (layout and build state) of a variant."""
-    return SuiteStore(suite_dir(profile))
-
-
-def pretrained_dir(profile: Profile) -> Path:
-    """Directory of the pretrained backbone (with the tokenizer files)."""
-    return store(profile).pretrained_dir
-
-
-def head_path(profile: Profile, task: str) -> Path:
-    """File of a task's head (fitted on pretrained features)."""
-    return store(profile).head_path(task)
-
-
-def expert_dir(profile: Profile, seed: int, task: str) -> Path:
-    """Directory of one expert."""
-    return store(profile).expert_dir(seed, task)
-
-
-def is_built(profile: Profile, seed: int) -> bool:
-    """Whether the pretrained backbone, every head and every expert of ``seed`` are on disk."""
-    return store(profile).is_built(seed, profile.tasks)
-
-
-def _write_pretrained(profile: Profile) -> str:
-    if profile.tiny_backbone is not None:
-        from transformers import BertConfig
-
-        config = BertConfig(**dict(profile.tiny_backbone), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-        mm.write_model_dir(pretrained_dir(profile), config, mm.checkpoint_state(mm.new_backbone(config)))
-        return "random tiny BertModel (tests)"
-    source = mm.minilm_dir()
-    backbone = mm.load_backbone(source)
-    mm.write_model_dir(pretrained_dir(profile), backbone.config, mm.checkpoint_state(backbone), tokenizer_from=source,
-                       extra={"source": str(source)})
-    return f"all-MiniLM-L6-v2 from {source}"
-
-
-def _fit_task_head(profile: Profile, pretrained: nn.Module, task: str) -> nn.Linear:
-    train_set = task_arrays(task, "train", profile.max_len, profile.train_examples)
-    return fit_head(encode_all(pretrained, train_set), train_set.labels, train_set.classes)
-
-
-def _train_expert(profile: Profile, seed: int, task: str, pretrained: nn.Module, head: nn.Linear,
-                  dev: torch.device, label: str) -> dict[str, Any]:
-    head = head.to(dev)
-    backbone = copy.deepcopy(pretrained)
-    train_set = task_arrays(task, "train", profile.max_len, profile.train_examples)
-    began = time.perf_counter()
-    loss = train(backbone, head, train_set, epochs=profile.epochs, lr=profile.lr, batch=profile.batch,
-                 seed=_task_seed(seed, task), description=f"{SUITE}: {label}")
-    val = task_arrays(task, "validation", profile.max_len, profile.eval_examples)
-    info = {"task": task, "seed": seed, "train_examples": len(train_set), "train_loss": loss,
-            "seconds": round(time.perf_counter() - began, 1), "device": str(dev),
-            "validation_accuracy": evaluate(backbone, head, val)["accuracy"],
-            "pretrained_validation_accuracy": evaluate(pretrained, head, val)["accuracy"]}
-    mm.write_model_dir(expert_dir(profile, seed, task), backbone.config, mm.checkpoint_state(backbone),
-                       head=mm.head_state(head), extra=info)
-    return info
-
-
-def build(profile: Profile, seed: int = 0, *, force: bool = False, stop_after: int | None = None) -> dict[str, Any]:
-    """Build (or finish building) one variant for one expert seed; returns a summary.
-
-    ``force`` rebuilds the pretrained copy, the heads and this seed's experts; ``stop_after``
-    stops after that many newly trained experts (how tests simulate an interrupted build).
-    """
-    mm.quiet_transformers()
-    dev = device()
-    return build_expert_suite(
-        store(profile), suite=SUITE, variant=profile.name, tasks=profile.tasks, seed=seed, dev=dev,
-        write_pretrained=lambda: _write_pretrained(profile),
-        load_pretrained=lambda: mm.load_backbone(pretrained_dir(profile)).to(dev),
-        fit_task_head=lambda pretrained, task: _fit_task_head(profile, pretrained, task),
-        train_expert=lambda pretrained, head, task, label: _train_expert(profile, seed, task, pretrained, head, dev,
-                                                                         label),
-        force=force, stop_after=stop_after,
-    )
+BUILDER = MiniTextBuilder()
+"""The suite's own build: the packaged data and :data:`PROFILES` (what ``fb`` uses)."""

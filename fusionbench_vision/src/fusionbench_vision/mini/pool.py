@@ -5,34 +5,32 @@ then serves the pretrained encoder and one expert per task from the cache. It is
 pool: it hands out task images and scores any encoder with a task's frozen head. The task pool
 scores an encoder on every task's test split with that task's head.
 
-A model that comes out of a mini-vision pool carries the variant it was built from
-(:data:`SUITE_ATTRIBUTE`), so ``fb run -p mini-vision -s modelpool.quick=true`` evaluates on the
-quick variant's heads without the same option being repeated for the task pool.
+The task pool scores with the variant of the model pool it is bound to
+(:meth:`~fusionbench_core.suitekit.pools.ExpertSuiteTaskPool.bind`), so
+``fb run -p mini-vision -s modelpool.quick=true`` evaluates on the quick variant's heads without
+the same option being repeated for the task pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from fusionbench_core.engine.expert_suite import SUITE_ATTRIBUTE  # noqa: F401  (re-exported)
-from fusionbench_core.engine.expert_suite import ExpertSuiteModelPool, ExpertSuiteTaskPool
 from fusionbench_core.protocols import Hyperparameter
+from fusionbench_core.suitekit.pools import ExpertSuiteModelPool, ExpertSuiteTaskPool
 from torch import nn
 
 from . import build as mb
 from . import model as mm
-
-SPLITS = ("train", "validation", "test")
 
 
 class MiniVisionModelPool(ExpertSuiteModelPool):
     """A CLIP-architecture encoder pretrained on Fashion-MNIST and one expert per real image task."""
 
     suite = "mini-vision"
-    builder = mb
+    builder = mb.BUILDER
     options = (
         Hyperparameter("seed", int, 0, "Seed of the expert fine-tuning (the pretrained encoder is shared)."),
         Hyperparameter("quick", bool, False, "Use the quick variant (smaller, as CI builds it)."),
@@ -41,18 +39,11 @@ class MiniVisionModelPool(ExpertSuiteModelPool):
     @classmethod
     def describe_suite(cls) -> dict[str, Any]:
         """Extra facts for ``fb modelpools show mini-vision``."""
-        return {"pretraining": mb.PRETRAIN_TASK, "variants": {n: p.fingerprint() for n, p in mb.PROFILES.items()},
-                "cache": str(mb.suite_dir(mb.PROFILES["full"]).parent)}
-
-    # -- suite hooks
+        return {"pretraining": mb.PRETRAIN_TASK, **super().describe_suite()}
 
     def read_config(self, directory: Path) -> Any:
         """The ``CLIPVisionConfig`` of a model directory."""
         return mm.read_config(directory)
-
-    def load_backbone(self, directory: Path) -> nn.Module:
-        """The encoder of a model directory, as a ``CLIPVisionModel`` in eval mode."""
-        return mm.load_encoder(directory)
 
     def backbone_from_state(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
         """An encoder carrying ``state`` (names with or without the ``vision_model.`` prefix)."""
@@ -63,29 +54,15 @@ class MiniVisionModelPool(ExpertSuiteModelPool):
         """Save an encoder as ``config.json`` + ``model.safetensors`` (written to a temporary dir, renamed)."""
         mm.write_model_dir(Path(path), model.config, mm.checkpoint_state(model))
 
-    def split_batches(self, task: str, split: str, limit: int | None, batch_size: int) -> Iterator[tuple[Any, Any]]:
-        """``(pixel_values, labels)`` batches of a task split."""
-        arrays = mb.task_arrays(task, split, limit)
-        for i in range(0, len(arrays.labels), batch_size):
-            yield mm.pixel_values(arrays.images[i : i + batch_size]), torch.from_numpy(arrays.labels[i : i + batch_size])
-
-    def features(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        """The encoder's pooled output (``post_layernorm`` of the class token)."""
-        return mm.features(model, inputs)
-
 
 class MiniVisionTaskPool(ExpertSuiteTaskPool):
     """Accuracy and cross-entropy of an encoder on each task's test split, with the task's frozen head."""
 
     suite = "mini-vision"
-    builder = mb
+    builder = mb.BUILDER
     default_batch_size = 256
     options = (
-        Hyperparameter("quick", bool, None, "Score with the quick variant's heads (default: the model's variant)."),
+        Hyperparameter("quick", bool, None, "Score with the quick variant's heads (default: the model pool's variant)."),
         Hyperparameter("max_examples", int, 0, "Cap on test images per task (0: the whole test split)."),
         Hyperparameter("batch_size", int, 256, "Evaluation batch size."),
     )
-
-    def score(self, model: nn.Module, head: nn.Linear, task: str, profile: mb.Profile) -> dict[str, float]:
-        """Accuracy and loss on the task's test images (at most ``max_examples``)."""
-        return mb.evaluate(model, head, mb.task_arrays(task, "test", self.max_examples), self.batch_size)

@@ -1,7 +1,7 @@
 """Seeded, stratified task splits and the on-disk cache of prepared task data, for any modality.
 
-The offline suites (mini-vision, mini-text) prepare their tasks from packaged sources with the
-same machinery, collected here so each suite keeps only what is specific to its data:
+The offline expert suites (mini-vision, mini-text) prepare their tasks from packaged sources with
+the same machinery, collected here so each suite keeps only what is specific to its data:
 
 - splitting: :func:`seeded_rng` (one generator per (seed, salt)), :func:`stratified_order` (a
   permutation whose every prefix keeps the class shares), :func:`fit_sizes`,

@@ -1,0 +1,244 @@
+"""The model pool and task pool over a built expert suite.
+
+:class:`ExpertSuiteModelPool` serves the pretrained backbone and one expert per task from a
+:class:`.store.SuiteStore`, building whatever is missing on first use; it hands out task batches
+and scores any backbone with a task's frozen head (a data model pool).
+:class:`ExpertSuiteTaskPool` scores a backbone on every task's test split with that task's head.
+
+Both get everything suite-specific from a :class:`.builder.SuiteBuilder`: the class attribute
+:attr:`~ExpertSuiteModelPool.builder`, or the ``builder`` argument of the constructor.
+
+The variant (``quick`` or ``full``) a task pool scores with is explicit: its ``quick`` option, or
+else the variant of the model pool it is bound to (:meth:`ExpertSuiteTaskPool.bind`, called by
+the run program before evaluation), or else ``full``. Models carry no tag, so a fused model that
+no pool built (an ensemble, say) is scored with the heads of the variant its members came from.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from fusionbench_core.errors import ConfigError, UnknownComponentError
+from fusionbench_core.protocols import PRETRAINED, DataRequest, EvaluationReport, TensorSource
+
+from .builder import SuiteBuilder
+from .splits import SPLITS
+from .store import MODEL_FILE
+from .training import move_to
+
+__all__ = ["ExpertSuiteModelPool", "ExpertSuiteTaskPool"]
+
+
+class ExpertSuiteModelPool:
+    """A data model pool over a built expert suite: the pretrained backbone and one expert per task.
+
+    A subclass sets :attr:`suite`, :attr:`builder` and ``options`` and implements the suite hooks
+    :meth:`read_config`, :meth:`backbone_from_state` and :meth:`save_model`; loading, batches
+    and features come from the builder.
+    """
+
+    suite: ClassVar[str] = ""
+    """The suite's name (``fb run -p NAME``)."""
+    builder: SuiteBuilder
+    """The suite's build: profiles, data, network, store (an instance's ``builder`` argument replaces it)."""
+
+    def __init__(self, name: str | None = None, seed: int = 0, quick: bool = False, *,
+                 builder: SuiteBuilder | None = None):
+        if builder is not None:
+            self.builder = builder
+        self.name = name or self.suite
+        self.seed = seed
+        self.quick = quick
+        self.profile = self.builder.profile_for(quick)
+        self.store = self.builder.store(self.profile)
+        if not self.store.is_built(seed, self.profile.tasks):
+            print(f"{self.suite} ({self.profile.name}, seed {seed}) is not built yet: building it now "
+                  f"(once; cached under {self.store.root})", file=sys.stderr)
+            self.builder.build(self.profile, seed)
+        self.config = self.read_config(self.store.pretrained_dir)
+        self._heads: dict[str, nn.Module] = {}
+        self.forward_passes = 0
+
+    # -- suite hooks
+
+    def read_config(self, directory: Path) -> Any:
+        """Suite hook: the backbone config saved in a model directory."""
+        raise NotImplementedError
+
+    def backbone_from_state(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        """Suite hook: a backbone of ``self.config`` carrying ``state`` (strict)."""
+        raise NotImplementedError
+
+    def save_model(self, model: nn.Module, path: Path) -> None:
+        """Suite hook: save a backbone as a model directory (written to a temporary dir, renamed)."""
+        raise NotImplementedError
+
+    # -- from the builder
+
+    def load_backbone(self, directory: Path) -> nn.Module:
+        """The backbone saved in a model directory, in eval mode."""
+        return self.builder.load_backbone(directory)
+
+    def split_batches(self, task: str, split: str, limit: int | None, batch_size: int) -> Iterator[tuple[Any, torch.Tensor]]:
+        """``(inputs, labels)`` on the CPU of the first ``limit`` examples (all when None) of a split, in order."""
+        yield from self.builder.batches(self.builder.task_arrays(self.profile, task, split, limit), batch_size)
+
+    def features(self, model: nn.Module, inputs: Any) -> torch.Tensor:
+        """The representation of ``inputs`` a head classifies."""
+        return self.builder.features(model, inputs)
+
+    # -- the fb suites and fb modelpools show commands
+
+    @classmethod
+    def build_suite(cls, quick: bool = False, seed: int = 0, force: bool = False) -> dict[str, Any]:
+        """``fb suites build NAME``: train what is missing (everything with ``force``)."""
+        return cls.builder.build(cls.builder.profile_for(quick), seed, force=force)
+
+    @classmethod
+    def describe_suite(cls) -> dict[str, Any]:
+        """Extra facts for ``fb modelpools show NAME``: the variants' fingerprints and the cache."""
+        profiles = cls.builder.profiles
+        return {"variants": {n: p.fingerprint() for n, p in profiles.items()},
+                "cache": str(cls.builder.suite_dir(profiles["full"]).parent)}
+
+    def model_dir(self, name: str) -> Path:
+        """Where ``name`` (or :data:`PRETRAINED`) lies on disk in the suite's store."""
+        return self._dir(name)
+
+    # -- ModelPool
+
+    @property
+    def model_names(self) -> list[str]:
+        """The task names, one expert each."""
+        return list(self.profile.tasks)
+
+    @property
+    def has_pretrained(self) -> bool:
+        """Always true."""
+        return True
+
+    def _dir(self, name: str) -> Path:
+        if name == PRETRAINED:
+            return self.store.pretrained_dir
+        if name not in self.profile.tasks:
+            raise UnknownComponentError("model", name, [PRETRAINED, *self.profile.tasks], owner=f"model pool '{self.name}'")
+        return self.store.expert_dir(self.seed, name)
+
+    def load_model(self, name: str) -> nn.Module:
+        """The pretrained backbone or one expert, in eval mode."""
+        return self.load_backbone(self._dir(name))
+
+    def tensors(self, name: str) -> TensorSource:
+        """Memory-mapped tensors of one model (the backbone's state-dict names, floating point only)."""
+        from fusionbench_core.engine.sources import open_source
+
+        return open_source(self._dir(name) / MODEL_FILE)
+
+    def build_model(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
+        """A backbone carrying ``state``, in eval mode."""
+        return self.backbone_from_state(state).eval()
+
+    # -- DataModelPool
+
+    def head(self, task: str) -> nn.Module:
+        """A task's frozen head (derived from the pretrained backbone)."""
+        if task not in self._heads:
+            self._dir(task)
+            self._heads[task] = self.builder.load_head(self.store.head_path(task))
+        return self._heads[task]
+
+    def batches(self, task: str, request: DataRequest, *, batch_size: int = 32) -> Iterator[tuple[Any, Any]]:
+        """``(inputs, labels)`` batches of a task split, in a fixed order; labels None when withheld.
+
+        The train split is capped at the profile's ``train_examples`` (what the experts saw).
+        """
+        self._dir(task)
+        if request.split not in SPLITS:
+            raise ConfigError(f"data request: split must be one of {', '.join(SPLITS)}, got '{request.split}'")
+        limit = self.profile.train_examples if request.split == "train" else None
+        if request.examples is not None:
+            limit = request.examples if limit is None else min(limit, request.examples)
+        for inputs, labels in self.split_batches(task, request.split, limit, batch_size):
+            yield inputs, (labels if request.labelled else None)
+
+    def logits(self, task: str, model: nn.Module, inputs: Any) -> torch.Tensor:
+        """``head_task(features(model, inputs))`` on the model's device."""
+        dev = next(model.parameters()).device
+        head = self.head(task).to(dev)
+        self.forward_passes += 1
+        return head(self.features(model, move_to(inputs, dev)))
+
+
+class ExpertSuiteTaskPool:
+    """Accuracy and cross-entropy of a backbone on each task's test split, with the task's frozen head.
+
+    A subclass sets :attr:`suite`, :attr:`builder`, ``options`` and :attr:`default_batch_size`.
+    The variant comes from the ``quick`` option, else from the model pool given to :meth:`bind`,
+    else it is ``full``.
+    """
+
+    suite: ClassVar[str] = ""
+    """The suite's name (``fb run -t NAME``)."""
+    builder: SuiteBuilder
+    """The suite's build: profiles, data and stores (an instance's ``builder`` argument replaces it)."""
+    default_batch_size: ClassVar[int] = 128
+
+    def __init__(self, name: str | None = None, quick: bool | None = None, max_examples: int = 0,
+                 batch_size: int | None = None, *, builder: SuiteBuilder | None = None):
+        if builder is not None:
+            self.builder = builder
+        self.name = name or self.suite
+        self.quick = quick
+        self.max_examples = max_examples or None
+        self.batch_size = batch_size or self.default_batch_size
+        self._bound: ExpertSuiteModelPool | None = None
+
+    def bind(self, modelpool: Any) -> None:
+        """Score with the variant (and builder) of ``modelpool`` when it is a pool of this suite.
+
+        The run program calls this with the run's model pool before evaluating; a ``quick``
+        option given to the task pool still wins. A model pool of another suite is ignored.
+        """
+        if isinstance(modelpool, ExpertSuiteModelPool) and modelpool.suite == self.suite:
+            self._bound = modelpool
+
+    def variant(self) -> tuple[SuiteBuilder, Any]:
+        """The builder and the profile this pool scores with (see :meth:`bind`)."""
+        if self.quick is not None:
+            return self.builder, self.builder.profile_for(self.quick)
+        if self._bound is not None:
+            return self._bound.builder, self._bound.profile
+        return self.builder, self.builder.profile_for(False)
+
+    def score(self, model: nn.Module, head: nn.Module, task: str, builder: SuiteBuilder, profile: Any) -> dict[str, float]:
+        """``{"accuracy", "loss"}`` of ``model`` with ``head`` on a task's test split (at most ``max_examples``)."""
+        return builder.evaluate(model, head, builder.task_arrays(profile, task, "test", self.max_examples),
+                                self.batch_size)
+
+    # -- TaskPool
+
+    @property
+    def task_names(self) -> list[str]:
+        """The task names of the variant this pool scores with."""
+        return list(self.variant()[1].tasks)
+
+    def evaluate(self, model: nn.Module) -> EvaluationReport:
+        """Score ``model`` on every task's test split."""
+        from fusionbench_core.progress import track
+
+        builder, profile = self.variant()
+        store = builder.store(profile)
+        missing = [t for t in profile.tasks if not store.head_path(t).exists()]
+        if missing:
+            raise ConfigError(f"task pool '{self.name}': the head of task '{missing[0]}' is not built; "
+                              f"run `fb suites build {self.suite}{' --quick' if profile.name == 'quick' else ''}`")
+        report = EvaluationReport()
+        for task in track(list(profile.tasks), f"evaluating on {self.name}"):
+            report.tasks[task] = self.score(model, builder.load_head(store.head_path(task)), task, builder, profile)
+        return report
