@@ -145,6 +145,24 @@ def select_indices(length: int, examples: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(length, size=examples, replace=False))
 
 
+VALIDATION_FRACTION = 0.1
+VALIDATION_SEED = 0
+"""Upstream's held-out validation set: 10 % of train, drawn with seed 0 (``train_validation_split``)."""
+
+
+def validation_indices(length: int, fraction: float = VALIDATION_FRACTION, seed: int = VALIDATION_SEED) -> np.ndarray:
+    """Indices of the validation part of a train split, in upstream's order.
+
+    Upstream calls ``torch.utils.data.random_split(train, [n - v, v], generator=Generator().manual_seed(0))``
+    with ``v = int(n · 0.1)``: a seeded permutation of ``range(n)`` whose last ``v`` entries are validation.
+    """
+    import torch
+
+    count = int(length * fraction)
+    order = torch.randperm(length, generator=torch.Generator().manual_seed(seed))
+    return order[length - count:].numpy().astype(np.int64)
+
+
 class _Preprocessed:
     """A torch-style dataset that preprocesses one example per item (used with DataLoader workers)."""
 
@@ -183,11 +201,12 @@ class ImageSet:
 
 
 def _fingerprint(spec: TaskSpec, split: str, processing: ImageProcessing, examples: int, seed: int,
-                 corruption: str | None, severity: int) -> str:
+                 corruption: str | None, severity: int, holdout: bool) -> str:
     path = resolve_dataset(spec.dataset)
     stamp = os.stat(path).st_mtime_ns if Path(path).exists() else None
     key = json.dumps([CACHE_VERSION, spec.dataset, path, stamp, spec.config, split, asdict(processing),
-                      examples, seed, corruption, severity], default=str)
+                      examples, seed, corruption, severity]
+                     + ([["holdout", VALIDATION_FRACTION, VALIDATION_SEED]] if holdout else []), default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -199,11 +218,17 @@ def _write_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def cached_images(spec: TaskSpec, split: str, processing: ImageProcessing, *, examples: int = 0, seed: int = 0,
-                  num_workers: int = 0, corruption: str | None = None, severity: int = 3) -> ImageSet:
-    """Preprocess ``split`` of ``spec`` once (optionally corrupted) and return the cached arrays."""
-    key = _fingerprint(spec, split, processing, examples, seed, corruption, severity)
+                  num_workers: int = 0, corruption: str | None = None, severity: int = 3,
+                  holdout: bool = False) -> ImageSet:
+    """Preprocess ``split`` of ``spec`` once (optionally corrupted) and return the cached arrays.
+
+    ``holdout`` keeps only upstream's validation part of the split (:func:`validation_indices`), the
+    first ``examples`` of it when ``examples`` is set.
+    """
+    key = _fingerprint(spec, split, processing, examples, seed, corruption, severity, holdout)
     folder = cache_dir("clip-images", spec.name.replace("/", "_"))
     tag = f"{split}-{corruption}-s{severity}" if corruption else split
+    tag = f"{tag}-val10" if holdout else tag
     result = ImageSet(folder / f"{tag}-{key}-images.npy", folder / f"{tag}-{key}-labels.npy")
     if result.images_path.exists() and result.labels_path.exists():
         return result
@@ -211,7 +236,7 @@ def cached_images(spec: TaskSpec, split: str, processing: ImageProcessing, *, ex
         from .corruptions import corrupt
 
         clean, labels = cached_images(spec, split, processing, examples=examples, seed=seed,
-                                      num_workers=num_workers).load()
+                                      num_workers=num_workers, holdout=holdout).load()
         out = np.empty_like(clean)
         for i in track(range(len(clean)), f"{spec.name}: {corruption} (severity {severity})"):
             out[i] = corrupt(np.asarray(clean[i]), corruption, severity, seed=seed, index=i)
@@ -221,7 +246,11 @@ def cached_images(spec: TaskSpec, split: str, processing: ImageProcessing, *, ex
         dataset = load_split(spec, split)
         image_column = _column(dataset, spec.image_column, "image", "image", spec)
         label_column = _column(dataset, spec.label_column, "label", "label", spec)
-        indices = select_indices(len(dataset), examples, seed)
+        if holdout:
+            indices = validation_indices(len(dataset))
+            indices = indices[:examples] if examples > 0 else indices
+        else:
+            indices = select_indices(len(dataset), examples, seed)
         out = np.empty((len(indices), 3, processing.crop_height, processing.crop_width), dtype=np.uint8)
         labels = np.empty(len(indices), dtype=np.int64)
         loader = DataLoader(_Preprocessed(dataset, indices, image_column, label_column, processing),

@@ -207,7 +207,11 @@ class CLIPVisionModelPool:
         return self._classifier
 
     def batches(self, task: str, request: DataRequest, *, batch_size: int = 32) -> Iterator[tuple[Any, Any]]:
-        """Normalised pixel batches (float32, CPU) of ``task``'s ``request.split`` with labels (or None)."""
+        """Normalised pixel batches (float32, CPU) of ``task``'s ``request.split`` with labels (or None).
+
+        ``train`` is the whole train split; ``validation`` is upstream's held-out 10 % of it (seed 0,
+        :func:`~fusionbench_vision.data.validation_indices`); ``test`` is the test split.
+        """
         from .data import cached_images
 
         if task not in self._tasks:
@@ -215,7 +219,8 @@ class CLIPVisionModelPool:
         spec = get_task(task)
         split = spec.train_split if request.split in ("train", "validation") else spec.split
         classifier = self._zero_shot()
-        images, labels = cached_images(spec, split, classifier.processing, examples=request.examples or 0).load()
+        images, labels = cached_images(spec, split, classifier.processing, examples=request.examples or 0,
+                                       holdout=request.split == "validation").load()
         mean = torch.tensor(classifier.processing.mean).view(1, 3, 1, 1)
         std = torch.tensor(classifier.processing.std).view(1, 3, 1, 1)
         for start in range(0, len(labels), batch_size):
