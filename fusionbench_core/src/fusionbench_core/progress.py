@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TextColumn,
@@ -46,11 +44,3 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             progress.advance(task)
-
-
-@contextmanager
-def byte_progress(description: str, total_bytes: int) -> Iterator[callable]:
-    """A bar counting bytes; yields ``advance(n_bytes)``."""
-    with _progress(DownloadColumn()) as progress:
-        task = progress.add_task(description, total=total_bytes)
-        yield lambda n: progress.advance(task, n)
