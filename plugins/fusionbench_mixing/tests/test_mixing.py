@@ -190,7 +190,8 @@ class UndeclaredPool:
         self.name = "undeclared"
         self.model_names = self.inner.model_names
         self.has_pretrained = True
-        self.load_model, self.tensors, self.build_model = self.inner.load_model, self.inner.tensors, self.inner.build_model
+        self.load_model, self.tensors = self.inner.load_model, self.inner.tensors
+        self.build_model = self.inner.build_model
 
 
 def test_a_layer_type_the_pool_does_not_declare_linear_is_named():

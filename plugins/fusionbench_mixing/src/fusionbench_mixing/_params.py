@@ -17,14 +17,16 @@ def router_training(steps: int) -> tuple[Hyperparameter, ...]:
                        minimum=0.0, minimum_exclusive=True),
         Hyperparameter("batch_size", int, 16, "Unlabelled test inputs per task per step", minimum=1),
         Hyperparameter("examples", int, None, "Cap on test inputs per task (default: all)", minimum=1),
-        Hyperparameter("init_lambda", float, 0.3, "The routers' initial output (their output bias): task arithmetic's λ"),
+        Hyperparameter("init_lambda", float, 0.3,
+                       "The routers' initial output (their output bias): task arithmetic's λ"),
         Hyperparameter("router_hidden", int, None,
                        "Width of the router's hidden layer; 0: one linear layer; default: the MLP's input width",
                        minimum=0),
         Hyperparameter("router_init_std", float, 0.01,
                        "Std of the routers' initial weights (0: every input starts at init_lambda)", minimum=0.0),
         Hyperparameter("batch_reduce", bool, False,
-                       "Route once per batch (the batch's mean weights; upstream's CLIP setting) instead of per example"),
+                       "Route once per batch (the batch's mean weights; upstream's CLIP setting), "
+                       "not per example"),
         DEVICE,
     )
 

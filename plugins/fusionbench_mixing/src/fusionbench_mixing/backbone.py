@@ -75,7 +75,8 @@ def input_width(module: nn.Module, spec: ArchitectureSpec, method: str, name: st
     for inner in module.modules():
         if is_linear(inner, spec):
             return int(inner.weight.shape[1])
-    first = next((type(m).__name__ for m in module.modules() if getattr(m, "weight", None) is not None), type(module).__name__)
+    weighted = (type(m).__name__ for m in module.modules() if getattr(m, "weight", None) is not None)
+    first = next(weighted, type(module).__name__)
     raise ConfigError(f"method '{method}' cannot handle layer type '{first}' in MLP '{name}': it holds no layer "
                       f"of type {', '.join(spec.linear_types)}")
 
@@ -134,7 +135,10 @@ def task_arithmetic_backbone(modelpool, scaling_factor: float) -> nn.Module:
 
 
 def module_deltas(modelpool, base: nn.Module, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
-    """``{module: {parameter: (T, *shape)}}``: the task vectors of modules ``names``, one fine-tuned model loaded at a time."""
+    """``{module: {parameter: (T, *shape)}}``: the task vectors of modules ``names``.
+
+    One fine-tuned model is loaded at a time; ``base`` is the pretrained backbone.
+    """
     collected: dict[str, dict[str, list[torch.Tensor]]] = {name: {} for name in names}
     for model_name in modelpool.model_names:
         model = modelpool.load_model(model_name)

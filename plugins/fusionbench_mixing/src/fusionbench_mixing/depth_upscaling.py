@@ -28,7 +28,8 @@ def parse_layer_indices(items: list, layers: int, owner: str = "depth_upscaling"
             continue
         match = RANGE.match(str(item))
         if match is None:
-            raise ConfigError(f"hyperparameter '{owner}.layer_indices' takes ints and 'range(a,b)' strings, got '{item}'")
+            raise ConfigError(f"hyperparameter '{owner}.layer_indices' takes ints and 'range(a,b)' strings, "
+                              f"got '{item}'")
         args = [int(g) for g in match.groups() if g is not None]
         indices.extend(range(*args))
     for index in indices:
@@ -52,7 +53,8 @@ class DepthUpscaling(MixingAlgorithm):
     name = "depth_upscaling"
     requirement = Requirement.DATA_FREE
     hyperparameters = (
-        Hyperparameter("layer_indices", list, [], "Layers to stack, ints and 'range(a,b)' strings; empty: SOLAR's split"),
+        Hyperparameter("layer_indices", list, [],
+                       "Layers to stack, ints and 'range(a,b)' strings; empty: SOLAR's split"),
         Hyperparameter("model", str, PRETRAINED, "The pool's model whose layers are stacked (default: the pretrained)"),
     )
 
@@ -80,4 +82,5 @@ class DepthUpscaling(MixingAlgorithm):
 def register_methods(register):
     """Register ``depth_upscaling``."""
     register("depth_upscaling", "fusionbench_mixing.depth_upscaling:DepthUpscaling",
-             summary="Depth up-scaling (SOLAR): stack layer ranges of one model (layer_indices)", requirement="data-free")
+             summary="Depth up-scaling (SOLAR): stack layer ranges of one model (layer_indices)",
+             requirement="data-free")

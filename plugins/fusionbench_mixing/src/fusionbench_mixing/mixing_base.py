@@ -38,7 +38,8 @@ class MixingAlgorithm(BaseAlgorithm):
 
         return load(modelpool, Path(path))
 
-    def finish(self, modelpool: Any, model: Any, meter: Any, *, layers: dict[str, Any] | None = None, **extra: Any) -> Any:
+    def finish(self, modelpool: Any, model: Any, meter: Any, *, layers: dict[str, Any] | None = None,
+               **extra: Any) -> Any:
         """Record the structure and the cost of fused ``model`` (CPU, eval mode, frozen) and return it.
 
         The cost holds ``parameters`` (floating values the fused model stores), ``dense_parameters`` (one

@@ -119,7 +119,7 @@ class Router(nn.Module):
             self.net = nn.Sequential(nn.Linear(in_features, experts, dtype=dtype))
 
     def reset(self, generator: torch.Generator, init: float, std: float) -> None:
-        """Weights ~ N(0, std²) (seeded), hidden biases 0, output biases ``init``: at std 0 every input gets ``init``."""
+        """Weights ~ N(0, std²) (seeded), hidden biases 0, output biases ``init`` (std 0: ``init`` for any input)."""
         with torch.no_grad():
             for layer in self.net:
                 if isinstance(layer, nn.Linear):
@@ -207,7 +207,8 @@ class WeightEnsemblingMLP(RoutedMLP):
     def merged(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """``θ₀ + Σ_i w_i τ_i`` for every parameter."""
         own = dict(self.base.named_parameters())
-        return {name: own[name] + torch.tensordot(weights.to(own[name].dtype), getattr(self, f"task_vector_{j}"), dims=1)
+        return {name: own[name] + torch.tensordot(weights.to(own[name].dtype), getattr(self, f"task_vector_{j}"),
+                                                  dims=1)
                 for j, name in enumerate(self.parameter_names)}
 
     def config(self) -> dict[str, Any]:
@@ -263,7 +264,8 @@ class RankOneMLP(RoutedMLP):
         own = dict(template.named_parameters())
         experts = config["router"]["experts"]
         factors = {name: (torch.zeros(experts, own[name].shape[0], dtype=own[name].dtype),
-                          torch.zeros(experts, own[name].shape[1], dtype=own[name].dtype)) for name in config["parameters"]}
+                          torch.zeros(experts, own[name].shape[1], dtype=own[name].dtype))
+                   for name in config["parameters"]}
         router = Router(config["router"]["in_features"], experts, config["router"]["hidden"], dtype)
         return cls(copy.deepcopy(template), factors, router, config["top_k"], config["batch_reduce"])
 
@@ -301,5 +303,7 @@ class UpcycledMoE(MixingModule):
                    config["top_k"], dtype_of(config["dtype"]))
 
 
-KINDS: dict[str, type[MixingModule]] = {cls.kind: cls for cls in (SmileLinear, WeightEnsemblingMLP, RankOneMLP, UpcycledMoE)}
+KINDS: dict[str, type[MixingModule]] = {
+    cls.kind: cls for cls in (SmileLinear, WeightEnsemblingMLP, RankOneMLP, UpcycledMoE)
+}
 """Every mixture layer by its ``kind``, for rebuilding saved models."""

@@ -26,7 +26,8 @@ class MoEUpcycling(MixingAlgorithm):
     hyperparameters = (
         Hyperparameter("experts_from", str, FINETUNED,
                        "'finetuned' (one expert per fine-tuned model) or a model name whose MLP is copied"),
-        Hyperparameter("num_experts", int, 4, "Copies of the MLP when experts_from names a model (upstream: 4)", minimum=1),
+        Hyperparameter("num_experts", int, 4, "Copies of the MLP when experts_from names a model (upstream: 4)",
+                       minimum=1),
         Hyperparameter("top_k", int, 2, "Experts per position (Mixtral: 2)", minimum=1),
         Hyperparameter("router_init_std", float, 0.02, "Std of the router's initial weights", minimum=0.0),
         SCALING_FACTOR,
@@ -84,5 +85,6 @@ class MoEUpcycling(MixingAlgorithm):
 def register_methods(register):
     """Register ``moe_upcycling``."""
     register("moe_upcycling", "fusionbench_mixing.moe_upcycling:MoEUpcycling", aliases=("mixtral_moe_upscaling",),
-             summary="MoE up-cycling (Mixtral style): MLPs → top-k routed experts; meant for continued training, scored as built",
+             summary="MoE up-cycling (Mixtral style): MLPs → top-k routed experts; "
+                     "meant for continued training, scored as built",
              requirement="training")

@@ -97,5 +97,6 @@ class RankOneMoE(MixingAlgorithm):
 def register_methods(register):
     """Register ``rankone_moe``."""
     register("rankone_moe", "fusionbench_mixing.rankone_moe:RankOneMoE",
-             summary="RankOne-MoE: rank-one SVD experts of the task vectors, routed per input (router trained at test time)",
+             summary="RankOne-MoE: rank-one SVD experts of the task vectors, routed per input "
+                     "(router trained at test time)",
              requirement="test-time")

@@ -76,5 +76,6 @@ class WeightEnsemblingMoE(MixingAlgorithm):
 def register_methods(register):
     """Register ``wemoe``."""
     register("wemoe", "fusionbench_mixing.wemoe:WeightEnsemblingMoE", aliases=("weight_ensembling_moe", "we_moe"),
-             summary="WEMoE: task arithmetic + MLPs routed per input over the task vectors (routers trained at test time)",
+             summary="WEMoE: task arithmetic + MLPs routed per input over the task vectors "
+                     "(routers trained at test time)",
              requirement="test-time")
