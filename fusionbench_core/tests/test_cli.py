@@ -115,7 +115,8 @@ def test_run_file_with_command_line_override(fb_cli, tmp_path):
     ("args", "message"),
     [
         (["run", "-m", "task_arithmetc", "-p", "tiny"], "Error: unknown method 'task_arithmetc'. Did you mean: task_arithmetic?"),
-        (["run", "-p", "tinyy"], "Error: unknown modelpool 'tinyy'. Did you mean: tiny?"),
+        (["run", "-p", "tinyy"], "Error: unknown model pool 'tinyy'. Did you mean: tiny?"),
+        (["run", "-p", "tiny", "-t", "tinyy"], "Error: unknown task pool 'tinyy'. Did you mean: tiny?"),
         (["run", "-p", "tiny", "-s", "scale=1"], "Error: unknown hyperparameter 'scale' of method 'task_arithmetic'."),
         (["run", "-p", "tiny", "-s", "scaling_factor=abc"], "Error: hyperparameter 'task_arithmetic.scaling_factor' expects float, got 'abc'"),
         (["run", "-p", "tiny", "-s", "novalue"], "Error: option -s/--set: expected KEY=VALUE, got 'novalue'"),

@@ -21,10 +21,12 @@ class ConfigError(FusionBenchError):
 class UnknownComponentError(ConfigError, KeyError):
     """A method, model pool, task pool or hyperparameter name is not known."""
 
-    def __init__(self, kind: str, name: str, available: Iterable[str], hint: str = "", owner: str = ""):
+    def __init__(self, kind: str, name: str, available: Iterable[str], hint: str = "", owner: str = "",
+                 label: str = ""):
         self.kind = kind
         self.name = name
         self.available = sorted(available)
+        kind = label or kind  # how the message names the kind, e.g. "model pool" for kind "modelpool"
         message = f"unknown {kind} '{name}'" + (f" of {owner}" if owner else "") + "."
         close = difflib.get_close_matches(name, self.available, n=3, cutoff=0.5)
         if close:

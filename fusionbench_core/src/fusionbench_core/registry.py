@@ -15,6 +15,8 @@ from typing import Any
 from .errors import DuplicateNameError, PluginLoadError, UnknownComponentError
 
 KINDS = ("method", "modelpool", "taskpool")
+LABELS = {"method": "method", "modelpool": "model pool", "taskpool": "task pool"}
+"""How messages name each kind."""
 
 
 @dataclass
@@ -135,7 +137,8 @@ class Registry:
             raise DuplicateNameError(self._conflicts[name])
         key = self._aliases.get(name, name)
         if key not in self._entries:
-            raise UnknownComponentError(self.kind, name, [*self._entries, *self._aliases], self.install_hint(name))
+            raise UnknownComponentError(self.kind, name, [*self._entries, *self._aliases], self.install_hint(name),
+                                        label=LABELS.get(self.kind, self.kind))
         return self._entries[key]
 
     def install_hint(self, name: str) -> str:
