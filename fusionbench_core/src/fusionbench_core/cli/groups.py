@@ -25,6 +25,7 @@ class DefaultGroup(click.Group):
     unknown_command = "show"
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Insert ``list`` or ``show`` in front of ``args`` as the class docstring says."""
         first = args[0] if args else None
         if first is None or (first.startswith("-") and first not in ("-h", "--help")):
             args = [self.default_command, *args]
@@ -37,6 +38,7 @@ class FbGroup(click.Group):
     """The root group: one-line errors, tracebacks only with ``-v``, plugin commands added once."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; turn library errors into one ``Error:`` line (a traceback only with ``-v``)."""
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -54,10 +56,12 @@ class FbGroup(click.Group):
             raise click.ClickException(f"{type(exc).__name__}: {exc} (re-run with -v for the traceback)") from None
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """Look ``name`` up among the built-in commands and those plugins add."""
         get_host().add_commands(self)
         return super().get_command(ctx, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Built-in and plugin commands, sorted."""
         get_host().add_commands(self)
         return super().list_commands(ctx)
 
