@@ -77,13 +77,23 @@ def test_a_model_without_generate_is_refused(nlp_env):
         taskpool.evaluate(nn.Linear(2, 2))
 
 
-def test_upstream_padding_pads_to_max_length_without_mask(nlp_env):
+def test_upstream_padding_pads_to_max_length_with_the_mask_transformers_4_inferred(nlp_env):
     taskpool = FlanT5GlueTaskPool(tasks=["rte"], batch_size=4, device="cpu", upstream_padding=True)
     rte = _encoded(taskpool, "rte")
     model = ScriptedModel(taskpool.tokenizer, {tuple(ids): t for ids, t in zip(rte.input_ids, rte.targets)})
     assert taskpool.evaluate(model).tasks["rte"]["accuracy"] == 1.0
     assert {c["shape"][1] for c in model.calls} == {taskpool.tokenizer.model_max_length}
-    assert not any(c["mask"] for c in model.calls)
+    assert all(c["mask"] for c in model.calls)
+
+
+def test_upstream_padding_generates_what_per_batch_padding_does(nlp_env):
+    """Upstream ran transformers 4, whose generate() masked the pads: its padding to 512 changes nothing."""
+    model = FlanT5GlueModelPool().load_model("rte")
+    padded = FlanT5GlueTaskPool(tasks=["rte"], batch_size=4, device="cpu", upstream_padding=True)
+    default = FlanT5GlueTaskPool(tasks=["rte"], batch_size=4, device="cpu")
+    rows = _encoded(default, "rte").input_ids
+    texts = default.generate(model, rows)
+    assert any(texts) and padded.generate(model, rows) == texts
 
 
 def test_batched_generation_equals_one_by_one(nlp_env):

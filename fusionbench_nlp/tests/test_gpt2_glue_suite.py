@@ -27,8 +27,9 @@ def test_backbones_of_base_and_experts_share_canonical_keys(nlp_env):
     assert torch.equal(base.get("wte.weight"), _raw(nlp_env, "gpt2")["wte.weight"])
 
 
-def _hf_accuracy(hub, task: str) -> float:
-    """The expert's own GPT2ForSequenceClassification, one unpadded example at a time (independent path)."""
+def _hf_scores(hub, task: str) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of the expert's own GPT2ForSequenceClassification, one unpadded example
+    at a time (an independent path)."""
     import datasets
     from transformers import AutoTokenizer, GPT2ForSequenceClassification
 
@@ -36,12 +37,14 @@ def _hf_accuracy(hub, task: str) -> float:
     rows = datasets.Dataset.from_parquet(str(hub.data_root / "glue" / facts.config / f"{facts.eval_split}.parquet"))
     model = GPT2ForSequenceClassification.from_pretrained(str(hub.model_root / f"tanganke/gpt2_{task}")).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(hub.model_root / "gpt2"))
-    correct = 0
+    correct, loss = 0, 0.0
     with torch.no_grad():
         for row in rows:
             encoded = tokenizer(*[row[c] for c in facts.text_columns], return_tensors="pt")
-            correct += int(model(**encoded).logits.argmax(-1).item() == row["label"])
-    return correct / len(rows)
+            logits = model(**encoded).logits
+            correct += int(logits.argmax(-1).item() == row["label"])
+            loss += torch.nn.functional.cross_entropy(logits, torch.tensor([row["label"]])).item()
+    return correct / len(rows), loss / len(rows)
 
 
 @pytest.mark.parametrize("task", ["mnli", "sst2"])
@@ -50,8 +53,11 @@ def test_expert_on_its_own_head_scores_as_the_hf_classifier(nlp_env, task):
     backbone = pool.load_model(task)
     batched = GPT2GlueTaskPool(tasks=[task], batch_size=4, device="cpu").evaluate(backbone)
     single = GPT2GlueTaskPool(tasks=[task], batch_size=1, device="cpu").evaluate(backbone)
-    assert batched.tasks == single.tasks
-    assert batched.tasks[task]["accuracy"] == pytest.approx(_hf_accuracy(nlp_env, task))
+    assert batched.tasks[task]["accuracy"] == single.tasks[task]["accuracy"]
+    assert batched.tasks[task]["loss"] == pytest.approx(single.tasks[task]["loss"], rel=1e-5)
+    accuracy, loss = _hf_scores(nlp_env, task)
+    assert batched.tasks[task]["accuracy"] == pytest.approx(accuracy)
+    assert batched.tasks[task]["loss"] == pytest.approx(loss, rel=1e-5)  # upstream reports the loss too
 
 
 def test_task_arithmetic_merges_the_backbones_by_hand(nlp_env):
@@ -110,6 +116,7 @@ def test_run_then_eval_of_the_saved_model_agree(nlp_env, fb_cli, tmp_path):
 
     in_memory = GPT2GlueTaskPool(device="cpu").evaluate(TaskArithmetic().run(GPT2GlueModelPool()))
     assert {t: m["accuracy"] for t, m in report["tasks"].items()} == {t: m["accuracy"] for t, m in in_memory.tasks.items()}
+    assert [m["loss"] for m in report["tasks"].values()] == pytest.approx([m["loss"] for m in in_memory.tasks.values()])
     assert (out / "model" / "model.safetensors").exists() and (out / "model" / "tokenizer.json").exists()
     again = fb_cli("eval", str(out / "model"), "-p", "gpt2-glue", "--json")
     assert again.exit_code == 0, again.stderr

@@ -174,8 +174,9 @@ class FlanT5GlueTaskPool:
         Hyperparameter("precision", str, "fp32", "fp32 (upstream's), or bf16: bfloat16 autocast on CUDA "
                        "(faster; can flip near-tie predictions).", choices=PRECISIONS),
         Hyperparameter("upstream_padding", bool, False,
-                       "Pad every input to the tokenizer's max length and pass no attention mask, as upstream "
-                       "FusionBench did (slower; pads are then attended to). Default: per-batch padding, masked."),
+                       "Pad every input to the tokenizer's max length with the mask transformers 4 inferred from "
+                       "the pads, as upstream's published runs did (slower, same outputs). Default: per-batch "
+                       "padding, masked."),
     )
 
     def __init__(self, name: str = "flan-t5-base-glue", tasks: list[str] | None = None,
@@ -226,11 +227,14 @@ class FlanT5GlueTaskPool:
                 rows = input_ids[start:start + self.batch_size]
                 length = self.max_length if self.upstream_padding else None
                 ids, mask = pad_batch(rows, tokenizer.pad_token_id, length)
-                kwargs = {} if self.upstream_padding else {"attention_mask": mask.to(self.device)}
-                out = model.generate(ids.to(self.device), max_length=GENERATION_MAX_LENGTH, do_sample=False,
-                                     num_beams=1, decoder_start_token_id=start_id,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                     **kwargs)
+                if self.upstream_padding:
+                    # Upstream passes no mask; transformers 4, which its published runs used, then
+                    # infers one from the pad tokens. transformers 5 no longer does for encoder-decoders.
+                    mask = (ids != tokenizer.pad_token_id).long()
+                out = model.generate(ids.to(self.device), attention_mask=mask.to(self.device),
+                                     max_length=GENERATION_MAX_LENGTH, do_sample=False, num_beams=1,
+                                     decoder_start_token_id=start_id, pad_token_id=tokenizer.pad_token_id,
+                                     eos_token_id=tokenizer.eos_token_id)
                 texts.extend(tokenizer.batch_decode(out.cpu(), skip_special_tokens=True))
         return texts
 

@@ -4,9 +4,10 @@ Model pool ``gpt2-glue``: ``_pretrained_`` is ``gpt2``; the seven experts ``tang
 ``GPT2ForSequenceClassification`` checkpoints of which only the backbone (``transformer.*``) is
 merged. Task pool ``gpt2-glue``: for each task, the expert's ``GPT2ForSequenceClassification`` is
 rebuilt around the fused backbone (its ``score`` head read from the expert's checkpoint, its config
-giving the pad id that marks the last real token) and its validation accuracy is measured
-(``validation_matched`` for MNLI). Inputs are the task's text columns, tokenised as one text or a
-pair, truncated to the model's context, right-padded with EOS per batch.
+giving the pad id that marks the last real token) and its validation accuracy and mean
+cross-entropy (``loss``) are measured (``validation_matched`` for MNLI). Inputs are the task's text
+columns, tokenised as one text or a pair, truncated to the model's context, right-padded with EOS
+per batch.
 
 The model pool is also a :class:`~fusionbench_core.protocols.DataModelPool`: methods that need data
 (Fisher, RegMean, AdaMerging) get GLUE batches and the expert heads' logits from it.
@@ -207,7 +208,10 @@ class GPT2GlueTaskPool:
         return list(self.tasks)
 
     def evaluate(self, model: Any) -> EvaluationReport:
-        """Accuracy per task on its evaluation split (first ``max_examples`` rows when capped).
+        """Accuracy and mean cross-entropy per task on its evaluation split (first ``max_examples`` rows when capped).
+
+        The loss is the mean over examples; upstream's is the mean of per-batch means (batch size 8),
+        the same value whenever the split size is a multiple of the batch size.
 
         ``model`` is a backbone, or a :class:`~fusionbench_core.protocols.Predictor` (an ensemble
         that combines its members' head logits), scored through :func:`task_logits`.
@@ -223,12 +227,15 @@ class GPT2GlueTaskPool:
                 classifier = self.resources.classifier(task, backbone)
                 return classifier(**{k: v.to(self.device) for k, v in inputs.items()}).logits
 
-            correct = 0
+            correct, loss = 0, 0.0
             batches = self.resources.batches(encoded, self.batch_size)
             total_batches = -(-len(encoded) // self.batch_size)
             with inference(self.device, self.precision):
                 for inputs, labels in track(batches, f"gpt2-glue {task}", total=total_batches):
-                    logits = task_logits(model, logits_of, inputs)
-                    correct += int((logits.argmax(dim=-1).cpu() == labels).sum())
-            report.tasks[task] = {"accuracy": correct / len(encoded) if len(encoded) else 0.0}
+                    logits = task_logits(model, logits_of, inputs).float().cpu()
+                    correct += int((logits.argmax(dim=-1) == labels).sum())
+                    loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            count = len(encoded)
+            report.tasks[task] = {"accuracy": correct / count if count else 0.0,
+                                  "loss": loss / count if count else float("nan")}
         return report
