@@ -216,11 +216,14 @@ def _check_example(host, args):
     command, rest = args[0], args[1:]
     flags = {"-m": "method", "--method": "method", "-p": "modelpool", "--modelpool": "modelpool",
              "-t": "taskpool", "--taskpool": "taskpool", "-s": "set", "--set": "set"}
-    chosen, settings = {}, []
+    chosen, settings, models = {}, [], []
     index = 0
     while index < len(rest):
         word = rest[index]
-        if word in flags and index + 1 < len(rest):
+        if command == "eval" and word == "--model" and index + 1 < len(rest):
+            models.append(rest[index + 1])
+            index += 2
+        elif word in flags and index + 1 < len(rest):
             if flags[word] == "set":
                 settings.append(rest[index + 1])
             else:
@@ -230,6 +233,9 @@ def _check_example(host, args):
             index += 1
     if command == "merge":
         chosen["method"] = rest[0]
+    if command == "eval" and models:
+        tasks = host.registry("modelpool").entry(chosen["modelpool"]).metadata.get("tasks")
+        assert tasks is None or set(models) <= {"_pretrained_", *tasks}, f"fb {' '.join(args)}: no such model"
     if command not in ("run", "merge", "eval") or (not settings and "method" not in chosen):
         return 0
     if command == "run":
