@@ -147,7 +147,7 @@ def train_model(profile: Profile, member_task: str, seed: int) -> tuple[nn.Modul
             scheduler.step()
     model.eval()
     info = {"task": member_task, "seed": seed, "train_examples": len(x), "train_s": round(time.perf_counter() - start, 2),
-            "final_batch_loss": round(float(loss), 6)}
+            "final_batch_loss": round(float(loss.detach()), 6)}
     return model, info
 
 
