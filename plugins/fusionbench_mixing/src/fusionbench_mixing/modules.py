@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 
 class MixingModule(nn.Module):
@@ -136,22 +136,14 @@ class Router(nn.Module):
         return self.net(x)
 
 
-def _slice_batch(obj: Any, index: int, batch: int) -> Any:
-    if isinstance(obj, torch.Tensor) and obj.dim() and obj.shape[0] == batch:
-        return obj[index : index + 1]
-    if isinstance(obj, tuple):
-        return tuple(_slice_batch(value, index, batch) for value in obj)
-    if isinstance(obj, dict):
-        return {key: _slice_batch(value, index, batch) for key, value in obj.items()}
-    return obj
-
-
 class RoutedMLP(MixingModule):
     """An MLP whose parameters are computed per input from a router's weights (WEMoE, RankOne-MoE).
 
     The router sees the hidden states entering the MLP and its outputs are averaged over the token
     positions, giving one weight vector per example (``batch_reduce``: one per batch). The MLP then runs
-    with :meth:`merged` parameters through :func:`torch.func.functional_call`; only the router trains.
+    on each example with that example's :meth:`merged` parameters (:func:`torch.func.functional_call`
+    under :func:`torch.func.vmap`); only the router trains. Extra arguments of the MLP (a residual input)
+    must be batched like the hidden states.
     """
 
     def __init__(self, base: nn.Module, router: Router, top_k: int, batch_reduce: bool):
@@ -161,7 +153,7 @@ class RoutedMLP(MixingModule):
         self.top_k, self.batch_reduce = top_k, batch_reduce
 
     def merged(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The MLP's parameters for one example's router weights ``(E,)``."""
+        """The MLP's parameters ``(B, *shape)`` for router weights ``(B, E)``."""
         raise NotImplementedError
 
     def routing_weights(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -175,13 +167,15 @@ class RoutedMLP(MixingModule):
 
     def forward(self, hidden: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         """The MLP on each example with that example's parameters."""
-        weights = self.routing_weights(hidden)
-        if weights.shape[0] == 1 and (self.batch_reduce or hidden.shape[0] == 1):
-            return functional_call(self.base, self.merged(weights[0]), (hidden, *args), kwargs)
-        batch = hidden.shape[0]
-        outputs = [functional_call(self.base, self.merged(weights[b]), _slice_batch((hidden, *args), b, batch),
-                                   _slice_batch(kwargs, b, batch)) for b in range(batch)]
-        return torch.cat(outputs)
+        params = self.merged(self.routing_weights(hidden))
+        if next(iter(params.values())).shape[0] == 1:
+            return functional_call(self.base, {k: v[0] for k, v in params.items()}, (hidden, *args), kwargs)
+
+        def one(example_params, *example_inputs):
+            inputs = tuple(x.unsqueeze(0) for x in example_inputs)
+            return functional_call(self.base, example_params, inputs, kwargs).squeeze(0)
+
+        return vmap(one)(params, hidden, *args)
 
     def routed_config(self) -> dict[str, Any]:
         """The settings every routed MLP has: router, top-k, batch reduction."""
@@ -205,7 +199,7 @@ class WeightEnsemblingMLP(RoutedMLP):
             self.register_buffer(f"task_vector_{j}", task_vectors[name].contiguous())
 
     def merged(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``θ₀ + Σ_i w_i τ_i`` for every parameter."""
+        """``θ₀ + Σ_i w_i τ_i`` for every parameter, per row of ``weights``."""
         own = dict(self.base.named_parameters())
         return {name: own[name] + torch.tensordot(weights.to(own[name].dtype), getattr(self, f"task_vector_{j}"),
                                                   dims=1)
@@ -245,12 +239,12 @@ class RankOneMLP(RoutedMLP):
             self.register_buffer(f"v_{p}", v.contiguous())
 
     def merged(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``W + (u · w)ᵀ v`` for every 2-D parameter."""
+        """``W + Σ_j w_j u_j v_jᵀ`` for every 2-D parameter, per row of ``weights``."""
         own = dict(self.base.named_parameters())
         out = {}
         for p, name in enumerate(self.parameter_names):
             u, v = getattr(self, f"u_{p}"), getattr(self, f"v_{p}")
-            out[name] = own[name] + (u * weights.to(u.dtype).unsqueeze(-1)).T @ v
+            out[name] = own[name] + torch.einsum("be,eo,ei->boi", weights.to(u.dtype), u, v)
         return out
 
     def config(self) -> dict[str, Any]:
