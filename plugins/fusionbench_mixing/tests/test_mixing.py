@@ -162,6 +162,41 @@ def test_training_changes_only_the_routers(cls, tiny_modelpool):
     assert method.cost["forward_passes"] == method.cost["backward_passes"] == 3 * 3 * 16
 
 
+def test_the_entropy_gradient_reaches_only_the_routers(tiny_modelpool):
+    from fusionbench_data_methods.coefficient_merger import entropy
+
+    pool = tiny_modelpool()
+    fused = WeightEnsemblingMoE(steps=0, device="cpu").run(pool)
+    routers = [fused[0].router, fused[3].router]
+    for router in routers:
+        router.requires_grad_(True)
+    sum(entropy(pool.logits(task, fused, inputs())).mean() for task in pool.model_names).backward()
+    router_params = {id(p) for router in routers for p in router.parameters()}
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for router in routers for p in router.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in fused.parameters() if id(p) not in router_params)
+    assert all(not b.requires_grad for b in fused.buffers())
+    assert all(p.grad is None for task in pool.suite.tasks.values() for p in task.head.parameters())
+
+
+def test_the_saved_structure_names_the_method_and_each_mixture_layer(tiny_modelpool, tmp_path):
+    import json
+
+    method = DepthUpscaling(layer_indices=[0, 1, 2, 3, 3, 4])
+    method.save_fused(method.run(tiny_modelpool()), tmp_path)
+    assert json.loads((tmp_path / STRUCTURE_FILE).read_text()) == {
+        "format": "fusionbench-mixed", "version": 1, "method": "depth_upscaling",
+        "layers": {"stack": "", "indices": [0, 1, 2, 3, 3, 4]}, "modules": []}
+    method = SmileUpscaling(expert_rank=2)
+    method.save_fused(method.run(tiny_modelpool(n_models=2)), tmp_path)
+    modules = json.loads((tmp_path / STRUCTURE_FILE).read_text())["modules"]
+    assert modules == [
+        {"name": "0", "kind": "smile_linear", "config": {"in_features": 8, "out_features": 16, "experts": 2, "rank": 2,
+                                                         "gate_rank": 1, "top_k": 1, "bias": True, "dtype": "float64"}},
+        {"name": "3", "kind": "smile_linear", "config": {"in_features": 16, "out_features": 16, "experts": 2, "rank": 2,
+                                                         "gate_rank": 1, "top_k": 1, "bias": True, "dtype": "float64"}},
+    ]
+
+
 def test_smile_reports_its_parameter_count_against_one_dense_model(tiny_modelpool):
     method = SmileUpscaling()
     method.run(tiny_modelpool())
