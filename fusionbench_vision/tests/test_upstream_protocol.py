@@ -46,3 +46,41 @@ def test_validation_indices_follow_random_split():
         _, held_out = torch.utils.data.random_split(range(n), [n - n // 10, n // 10],
                                                     generator=torch.Generator().manual_seed(0))
         np.testing.assert_array_equal(validation_indices(n), np.array(held_out.indices, dtype=np.int64))
+
+
+def test_upstream_class_names_are_selectable_byte_for_byte():
+    from fusionbench_vision.tasks import get_task
+
+    for task, index, ours, upstream in (("cifar100", 26, "crab", "cra"),
+                                        ("oxford_flowers102", 59, "pink-yellow dahlia", "pink-yellow dahlia?")):
+        fixed, theirs = get_task(task).classnames, get_task(task, "upstream").classnames
+        assert (fixed[index], theirs[index]) == (ours, upstream)
+        assert [i for i, (a, b) in enumerate(zip(fixed, theirs)) if a != b] == [index]
+    assert get_task("dtd", "upstream") == get_task("dtd")
+
+
+def test_the_task_pool_scores_with_upstreams_class_names_when_asked(clip_roots, tmp_path, monkeypatch):
+    from fusionbench_core.protocols import PRETRAINED
+    from fusionbench_vision.modelpool import CLIPVisionModelPool
+    from fusionbench_vision.taskpool import CLIPZeroShotTaskPool
+    from fusionbench_vision.tasks import get_task
+    from fusionbench_vision.testing import build_data_root
+
+    build_data_root(tmp_path / "data", ["cifar100"])
+    monkeypatch.setenv("FUSIONBENCH_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    model = CLIPVisionModelPool("clip-vit-b32-ta8").load_model(PRETRAINED)
+    reports = {}
+    for names in ("fixed", "upstream"):
+        pool = CLIPZeroShotTaskPool("clip-vit-b32-tall14", tasks=["cifar100"], classnames=names, num_workers=0)
+        reports[names] = pool.evaluate(model).tasks["cifar100"]
+        head = pool.classifier.head(get_task("cifar100", names)).cpu()
+        rebuilt = pool.classifier.build_head(get_task("cifar100", names))
+        torch.testing.assert_close(head, rebuilt)
+        heads = {n: pool.classifier.head_file(get_task("cifar100", n)) for n in ("fixed", "upstream")}
+        assert heads[names].exists()
+    fixed_head = pool.classifier.head(get_task("cifar100")).cpu()
+    upstream_head = pool.classifier.head(get_task("cifar100", "upstream")).cpu()
+    differs = [i for i in range(100) if not torch.allclose(fixed_head[i], upstream_head[i])]
+    assert differs == [26]
+    assert reports["fixed"]["loss"] != reports["upstream"]["loss"]

@@ -27,7 +27,7 @@ from fusionbench_core.protocols import PRETRAINED, DataRequest, Hyperparameter, 
 
 from .loading import check_clip, checkpoint_keys, from_pretrained, load_into, resolve, vision_source
 from .suites import SuiteSpec, get_suite
-from .tasks import get_task
+from .tasks import CLASSNAME_SETS, get_task
 
 
 def parse_overrides(items: list[Any], known: list[str], owner: str) -> dict[str, str]:
@@ -55,10 +55,12 @@ class CLIPVisionModelPool:
         Hyperparameter("models", list, [], "Overrides TASK=PATH_OR_ID for experts, e.g. mnist=/ckpt/mnist."),
         Hyperparameter("tasks", list, [], "Use only these tasks (default: all of the suite)."),
         Hyperparameter("device", str, "auto", "Device for logits() when the pool hands out data: auto, cpu, cuda."),
+        Hyperparameter("classnames", str, "fixed", "Class names of the zero-shot heads logits() uses: fixed (ours) "
+                       "or upstream (byte for byte upstream's).", choices=CLASSNAME_SETS),
     )
 
     def __init__(self, name: str, pretrained: str = "", models: list | None = None,
-                 tasks: list | None = None, device: str = "auto"):
+                 tasks: list | None = None, device: str = "auto", classnames: str = "fixed"):
         self.suite: SuiteSpec = get_suite(name, "model pools")
         self.name = name
         self.pretrained_id = pretrained or self.suite.pretrained_id
@@ -70,6 +72,10 @@ class CLIPVisionModelPool:
         overrides = parse_overrides(list(models or []), self.suite.tasks, owner)
         self.model_ids = {task: overrides.get(task, self.suite.expert_id(task)) for task in self._tasks}
         self.device = device
+        if classnames not in CLASSNAME_SETS:
+            raise ConfigError(f"option 'classnames' of {owner} must be one of {', '.join(CLASSNAME_SETS)}, "
+                              f"got '{classnames}'")
+        self.classnames = classnames
         self._pretrained: Any = None
         self._classifier: Any = None
 
@@ -231,7 +237,7 @@ class CLIPVisionModelPool:
         """Zero-shot logits of vision tower ``model`` on normalised ``inputs`` with ``task``'s head (float32)."""
         classifier = self._zero_shot()
         device = next(model.parameters()).device
-        head = classifier.head(get_task(task)).to(device)
+        head = classifier.head(get_task(task, self.classnames)).to(device)
         pooled = model(pixel_values=inputs.to(device)).pooler_output
         embeds = torch.nn.functional.normalize(pooled.float() @ classifier.projection().to(device).T, dim=-1)
         return embeds @ head.T

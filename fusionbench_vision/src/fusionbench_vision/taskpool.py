@@ -19,7 +19,7 @@ from fusionbench_core.errors import ConfigError, UnknownComponentError
 from fusionbench_core.protocols import EvaluationReport, Hyperparameter
 
 from .suites import CORRUPTIONS, SuiteSpec, get_suite
-from .tasks import get_task
+from .tasks import CLASSNAME_SETS, get_task
 
 _COMMON = (
     Hyperparameter("examples", int, 0, "Evaluate at most this many test examples per task, drawn with `seed` (0: all)."),
@@ -36,6 +36,9 @@ _COMMON = (
     Hyperparameter("seed", int, 0, "Seed for the example subset and the corruptions."),
     Hyperparameter("pretrained", str, "", "Hub id or local directory of the pretrained CLIP (default: the suite's)."),
     Hyperparameter("tasks", list, [], "Evaluate only these tasks (default: all of the suite)."),
+    Hyperparameter("classnames", str, "fixed",
+                   "Class names of the zero-shot heads: fixed (ours) or upstream (byte for byte upstream's: "
+                   "CIFAR-100 'cra', Flowers102 'pink-yellow dahlia?').", choices=CLASSNAME_SETS),
 )
 _ROBUSTNESS = (
     Hyperparameter("corruption", str, "all", "clean, one corruption, or all (clean plus the seven).",
@@ -74,8 +77,8 @@ class CLIPZeroShotTaskPool:
 
     def __init__(self, name: str, examples: int = 0, batch_size: int = 128, num_workers: int = -1,
                  device: str = "auto", precision: str = "fp32", device_cache_gb: float = 8.0, seed: int = 0,
-                 pretrained: str = "",
-                 tasks: list | None = None, corruption: str = "clean", severity: int = 3):
+                 pretrained: str = "", tasks: list | None = None, classnames: str = "fixed",
+                 corruption: str = "clean", severity: int = 3):
         self.suite: SuiteSpec = get_suite(name, "task pools")
         self.name = name
         owner = f"task pool '{self.name}'"
@@ -89,6 +92,10 @@ class CLIPZeroShotTaskPool:
         self.num_workers = auto_workers(num_workers)
         self.device, self.precision = device, precision
         self.pretrained_id = pretrained or self.suite.pretrained_id
+        if classnames not in CLASSNAME_SETS:
+            raise ConfigError(f"option 'classnames' of {owner} must be one of {', '.join(CLASSNAME_SETS)}, "
+                              f"got '{classnames}'")
+        self.classnames = classnames
         self.corruptions = ([None, *CORRUPTIONS] if corruption == "all" else
                             [None if corruption == "clean" else corruption])
         self.severity = severity
@@ -114,7 +121,7 @@ class CLIPZeroShotTaskPool:
         """The cached test images of ``task`` (preprocessed, optionally corrupted)."""
         from .data import cached_images
 
-        spec = get_task(task)
+        spec = get_task(task, self.classnames)
         return cached_images(spec, spec.split, self.classifier.processing, examples=self.examples, seed=self.seed,
                              num_workers=self.num_workers, corruption=corruption, severity=self.severity)
 
@@ -132,8 +139,8 @@ class CLIPZeroShotTaskPool:
                     row = task if corruption is None else f"{task}/{corruption}"
                     images = self.images(task, corruption)
                     report.tasks[row] = classifier.evaluate(
-                        vision, get_task(task), images, batch_size=self.batch_size, num_workers=self.num_workers,
-                        resident=self._device_copy(task, corruption, images),
+                        vision, get_task(task, self.classnames), images, batch_size=self.batch_size,
+                        num_workers=self.num_workers, resident=self._device_copy(task, corruption, images),
                     )
         finally:
             vision.to(previous).train(was_training)

@@ -7,7 +7,7 @@ label order). Nothing here imports torch.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
@@ -66,9 +66,25 @@ def all_tasks() -> dict[str, TaskSpec]:
     return tasks
 
 
-def get_task(name: str) -> TaskSpec:
-    """The task called ``name``; a did-you-mean error if unknown."""
+CLASSNAME_SETS = ("fixed", "upstream")
+"""``fixed``: our class names; ``upstream``: upstream FusionBench's, byte for byte (two differ)."""
+
+UPSTREAM_CLASSNAMES = {"cifar100": {26: "cra"}, "oxford_flowers102": {59: "pink-yellow dahlia?"}}
+"""Where upstream's class names differ from ours (task → label index → upstream's string):
+CIFAR-100's "crab" is "cra" there (a typo), Flowers102's "pink-yellow dahlia" carries a "?"."""
+
+
+def get_task(name: str, classnames: str = "fixed") -> TaskSpec:
+    """The task called ``name``, with our class names or upstream's (``classnames``); a did-you-mean error if unknown."""
     tasks = all_tasks()
     if name not in tasks:
         raise UnknownComponentError("CLIP task", name, tasks)
-    return tasks[name]
+    if classnames not in CLASSNAME_SETS:
+        raise UnknownComponentError("class-name set", classnames, CLASSNAME_SETS)
+    spec = tasks[name]
+    if classnames == "upstream" and name in UPSTREAM_CLASSNAMES:
+        names = list(spec.classnames)
+        for index, upstream in UPSTREAM_CLASSNAMES[name].items():
+            names[index] = upstream
+        spec = replace(spec, classnames=tuple(names))
+    return spec

@@ -64,7 +64,7 @@ class ZeroShotClassifier:
         self.processing = ImageProcessing.from_pretrained(pretrained_id, self.path)
         self._clip: Any = None
         self._projection: torch.Tensor | None = None
-        self._heads: dict[str, torch.Tensor] = {}
+        self._heads: dict[TaskSpec, torch.Tensor] = {}
         self._lock = threading.Lock()
         self.key = _fingerprint(self.path)
 
@@ -104,7 +104,7 @@ class ZeroShotClassifier:
     def head(self, spec: TaskSpec) -> torch.Tensor:
         """The zero-shot head of ``spec`` (classes × projection dim, scaled), float32 on the device."""
         with self._lock:
-            if spec.name not in self._heads:
+            if spec not in self._heads:
                 file = self.head_file(spec)
                 if file.exists():
                     weight = load_file(str(file))["weight"]
@@ -113,8 +113,8 @@ class ZeroShotClassifier:
                     tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
                     save_file({"weight": weight.contiguous()}, str(tmp), metadata={"task": spec.name})
                     os.replace(tmp, file)
-                self._heads[spec.name] = weight.float().to(self.device)
-            return self._heads[spec.name]
+                self._heads[spec] = weight.float().to(self.device)
+            return self._heads[spec]
 
     @torch.inference_mode()
     def build_head(self, spec: TaskSpec) -> torch.Tensor:
