@@ -25,7 +25,7 @@ def router_training(steps: int) -> tuple[Hyperparameter, ...]:
         Hyperparameter("router_init_std", float, 0.01,
                        "Std of the routers' initial weights (0: every input starts at init_lambda)", minimum=0.0),
         Hyperparameter("batch_reduce", bool, False,
-                       "Route once per batch (the batch's mean weights; upstream's CLIP setting), "
+                       "Route once per batch (the batch's mean weights; as upstream's image runs), "
                        "not per example"),
         DEVICE,
     )

@@ -21,8 +21,9 @@ class SmileUpscaling(MixingAlgorithm):
     requirement = Requirement.DATA_FREE
     hyperparameters = (
         Hyperparameter("gate_rank", int, 1,
-                       "k_g: singular vectors per expert the router projects on (CLIP example: 16)", minimum=1),
-        Hyperparameter("expert_rank", int, 128, "k: rank of each expert (CLIP example: 32)", minimum=1),
+                       "k_g: singular vectors per expert the router projects on (upstream's image example: 16)",
+                       minimum=1),
+        Hyperparameter("expert_rank", int, 128, "k: rank of each expert (upstream's image example: 32)", minimum=1),
         Hyperparameter("top_k", int, 1, "K: experts used per input position", minimum=1),
     )
 
