@@ -137,7 +137,9 @@ def test_suite_store_layout_is_built_and_clear(tmp_path):
         def to_dict(self):
             return {"hidden_size": 4, "transformers_version": "9.9"}
 
-    head = es.new_head(4, 3)
+    from fusionbench_core.suitekit.heads import CosineHead
+
+    head = CosineHead(torch.zeros(4), torch.eye(3, 4), 16.0)
     state = {"w": torch.arange(6.0).reshape(2, 3)}
     es.write_model_dir(store.pretrained_dir, Config(), state, extra={"seconds": 1})
     es.save_head(store.head_path("a"), head)
@@ -147,7 +149,7 @@ def test_suite_store_layout_is_built_and_clear(tmp_path):
     config = json.loads((store.pretrained_dir / es.CONFIG_FILE).read_text())
     assert config == {"hidden_size": 4}  # the transformers version never reaches the bytes
     loaded = es.load_head(store.head_path("a"))
-    assert not loaded.weight.requires_grad and torch.equal(loaded.weight, torch.zeros(3, 4))
+    assert torch.equal(loaded.class_vectors, torch.eye(3, 4)) and float(loaded.scale) == 16.0
     assert not [p for p in store.root.rglob(".*")], "temporary files left behind"
     store.clear(0)
     assert not store.pretrained_dir.exists() and not store.expert_dir(0, "a").exists()
@@ -164,20 +166,62 @@ def test_warmup_cosine_and_task_seed():
     assert es.task_seed(0, "a") != es.task_seed(1, "a")
 
 
-def test_fit_head_is_a_logistic_regression_optimum():
+def test_cosine_head_is_centred_prototypes_at_a_fixed_scale():
+    """A hand-computed case: the CL2N prototypes, the logits, and what the head is blind to."""
     torch = pytest.importorskip("torch")
-    from fusionbench_core.suitekit.training import fit_head
+    from fusionbench_core.suitekit.heads import cosine_head
+
+    # Two classes in 2-D; features already unit norm: class 0 at 0 and 90 degrees, class 1 at 180.
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    labels = [0, 0, 1]
+    head = cosine_head(feats, labels, 2, scale=10.0)
+    # Class means (0.5, 0.5) and (-1, 0); centre = their mean (-0.25, 0.25), class-balanced.
+    assert torch.allclose(head.centre, torch.tensor([-0.25, 0.25]))
+    # Centred, normalised features: (1.25, -0.25)/|.|, (0.25, 0.75)/|.|, (-0.75, -0.25)/|.|;
+    # the class-0 vector is the normalised mean of the first two, class 1 the third.
+    u = [torch.tensor(v) / torch.tensor(v).norm() for v in ([1.25, -0.25], [0.25, 0.75], [-0.75, -0.25])]
+    v0 = (u[0] + u[1]) / 2
+    v0 = v0 / v0.norm()
+    assert torch.allclose(head.class_vectors, torch.stack([v0, u[2]]), atol=1e-6)
+    x = torch.tensor([[3.0, 4.0]])  # norm 5: the head normalises before centring
+    unit = torch.tensor([0.6, 0.8]) - torch.tensor([-0.25, 0.25])
+    unit = unit / unit.norm()
+    expected = 10.0 * torch.stack([unit @ v0, unit @ u[2]])
+    assert torch.allclose(head(x)[0], expected, atol=1e-5)
+    # No bias, and a backbone cannot buy confidence by inflating its features.
+    assert torch.allclose(head(100 * x), head(x), atol=1e-5)
+    assert not any(p.requires_grad for p in head.parameters()) and list(head.parameters()) == []
+
+
+def test_cosine_head_needs_every_class_and_round_trips_bit_for_bit(tmp_path):
+    torch = pytest.importorskip("torch")
+    from fusionbench_core.errors import ConfigError, ModelLoadError
+    from fusionbench_core.suitekit import store as es
+    from fusionbench_core.suitekit.heads import cosine_head
 
     gen = torch.Generator().manual_seed(0)
-    feats = torch.randn(60, 4, generator=gen)
-    labels = (feats[:, 0] > 0).long().numpy()
-    head = fit_head(feats, labels, 2, l2=1e-2)
-    w = torch.nn.Parameter(head.weight.double().clone())
-    b = torch.nn.Parameter(head.bias.double().clone())
-    loss = torch.nn.functional.cross_entropy(feats.double() @ w.T + b, torch.from_numpy(labels)) + 1e-2 * w.pow(2).sum()
-    loss.backward()
-    assert float(w.grad.abs().max()) < 1e-4 and float(b.grad.abs().max()) < 1e-4
-    assert not head.weight.requires_grad
+    head = cosine_head(torch.randn(12, 5, generator=gen), [0, 1, 2] * 4, 3, scale=16.0)
+    es.save_head(tmp_path / "h.safetensors", head)
+    loaded = es.load_head(tmp_path / "h.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(head.state_dict().values(), loaded.state_dict().values()))
+    es.save_head(tmp_path / "again.safetensors", loaded)
+    assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "h.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="class 2 of 3 has none"):
+        cosine_head(torch.randn(4, 5, generator=gen), [0, 1, 0, 1], 3, scale=16.0)
+    # A head of the previous design (a linear probe) is refused in one line, not half-used.
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(3, 5), "bias": torch.zeros(3)}, str(tmp_path / "old.safetensors"))
+    with pytest.raises(ModelLoadError, match="old.safetensors is not a cosine head"):
+        es.load_head(tmp_path / "old.safetensors")
+
+
+def test_shot_indices_take_the_first_examples_of_each_class():
+    pytest.importorskip("torch")
+    from fusionbench_core.suitekit.builder import shot_indices
+
+    shots, rest = shot_indices([2, 0, 0, 1, 0, 2, 1, 1], 2, 3)
+    assert shots.tolist() == [0, 1, 2, 3, 5, 6] and rest.tolist() == [4, 7]
 
 
 def _counting_builder(torch, tmp_path):
@@ -213,7 +257,9 @@ def _counting_builder(torch, tmp_path):
 
         def make_head(self, profile, pretrained, task):
             self.calls["heads"].append(task)
-            return es.new_head(2, 2)
+            from fusionbench_core.suitekit.heads import CosineHead
+
+            return CosineHead(torch.zeros(2), torch.eye(2), 1.0)
 
         def build_expert(self, profile, seed, task, pretrained, head, directory, device, label):
             self.calls["experts"].append(label)

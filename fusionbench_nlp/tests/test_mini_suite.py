@@ -20,13 +20,14 @@ pytest.importorskip("transformers")
 
 
 from fusionbench_core.protocols import PRETRAINED, DataModelPool, DataRequest, ModelPool, TaskPool  # noqa: E402
+from fusionbench_core.suitekit.builder import shot_indices  # noqa: E402
 from fusionbench_core.suitekit.testing import safetensors_bytes, suite_cache, use_builder  # noqa: E402, F401
 from fusionbench_nlp.mini import build as mb  # noqa: E402
 from fusionbench_nlp.mini import model as mm  # noqa: E402
 from fusionbench_nlp.mini.pool import MiniTextModelPool, MiniTextTaskPool  # noqa: E402
 
 TASKS = ("sentiment", "gloss_match")
-SIZES = {"train": 48, "validation": 24, "test": 24}
+SIZES = {"train": 48, "validation": 24, "test": 24, "descriptions": 24}
 VOCAB = 64
 TINY_BERT = (("vocab_size", VOCAB), ("hidden_size", 16), ("num_hidden_layers", 1), ("num_attention_heads", 2),
              ("intermediate_size", 32), ("max_position_embeddings", 32), ("type_vocab_size", 2))
@@ -57,10 +58,16 @@ def tiny_profile(name: str) -> mb.Profile:
                       eval_examples=None, tiny_backbone=TINY_BERT)
 
 
+def synthetic_descriptions(task: str, max_len: int) -> mb.TextArrays:
+    """Stand-ins for the class descriptions: four synthetic texts per class, drawn apart from every split."""
+    pool = synthetic_arrays(task, "descriptions", max_len)
+    return pool.take(shot_indices(pool.labels, 4, pool.classes)[0])
+
+
 def tiny_builder() -> mb.MiniTextBuilder:
     """A builder of the tiny variants on the synthetic token sequences."""
     return mb.MiniTextBuilder(profiles={"full": tiny_profile("full"), "quick": tiny_profile("quick")},
-                              data_source=synthetic_arrays)
+                              data_source=synthetic_arrays, description_source=synthetic_descriptions)
 
 
 @pytest.fixture

@@ -50,7 +50,8 @@ def synthetic_arrays(task: str, split: str) -> mb.TaskArrays:
 
 def tiny_profile(name: str) -> mb.Profile:
     return mb.Profile(name, tasks=TASKS, width=16, layers=1, heads=2, mlp=32, patch=8, pretrain_examples=48,
-                      pretrain_batch=16, train_examples=48, epochs=3, batch=16, lr=5e-4, eval_examples=None)
+                      pretrain_batch=16, train_examples=48, epochs=3, batch=16, lr=5e-4, eval_examples=None,
+                      head_shots=4)
 
 
 def tiny_builder() -> mb.MiniVisionBuilder:
@@ -82,19 +83,20 @@ def test_build_freezes_heads_and_trains_encoders(tiny):
     assert type(pretrained).__name__ == "CLIPVisionModel"
     for task in TASKS:
         expert_dir = store.expert_dir(0, task)
-        # The head the expert was trained under is bit-identical to the one fitted on pretrained features.
+        # The head the expert was trained under is bit-identical to the one derived from the pretrained encoder.
         assert (expert_dir / mm.HEAD_FILE).read_bytes() == store.head_path(task).read_bytes()
         expert = load_file(str(expert_dir / mm.MODEL_FILE))
         assert expert.keys() == base.keys()
         moved = sum(float((expert[k] - base[k]).abs().sum()) for k in base)
         assert moved > 0, f"{task}: fine-tuning left the encoder unchanged"
-        # Fine-tuning under the frozen head lowered the training loss below the linear probe's.
+        # Fine-tuning under the frozen head lowered the training loss below the pretrained encoder's.
         head = mm.load_head(store.head_path(task))
         train = synthetic_arrays(task, "train")
         tuned = mm.load_encoder(expert_dir)
         assert tiny.evaluate(tuned, head, train)["loss"] < tiny.evaluate(pretrained, head, train)["loss"]
-        assert json.loads((expert_dir / "info.json").read_text())["train_examples"] == SIZES["train"]
-    # The linear probe fitted on pretrained features is far above chance (1/3) on its training data.
+        # The head's 4 shots per class (3 classes) are held out of fine-tuning.
+        assert json.loads((expert_dir / "info.json").read_text())["train_examples"] == SIZES["train"] - 4 * 3
+    # The prototype head made from pretrained features is far above chance (1/3) on its training data.
     head = mm.load_head(store.head_path("mnist"))
     assert tiny.evaluate(pretrained, head, synthetic_arrays("mnist", "train"))["accuracy"] > 0.7
 

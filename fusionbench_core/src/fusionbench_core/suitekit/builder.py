@@ -35,10 +35,29 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from .heads import cosine_head
 from .store import HEAD_FILE, INFO_FILE, MODEL_FILE, SuiteStore, load_head, save_head
-from .training import evaluate_head, fit_head, task_seed, train_under_head
+from .training import evaluate_head, task_seed, train_under_head
 
-__all__ = ["BuildProfile", "SuiteBuilder", "TaskExamples", "settings_fingerprint"]
+__all__ = ["BuildProfile", "SuiteBuilder", "TaskExamples", "settings_fingerprint", "shot_indices"]
+
+
+def shot_indices(labels: Any, shots: int, classes: int) -> tuple[Any, Any]:
+    """``(shots, rest)``: the positions of the first ``shots`` examples of each class, and all the others, in order.
+
+    Splits are in a seeded, stratified random order, so the first examples of a class are a
+    random sample of it.
+    """
+    import numpy as np
+
+    labels = np.asarray(labels)
+    taken = np.zeros(classes, dtype=np.int64)
+    chosen = np.zeros(len(labels), dtype=bool)
+    for i, label in enumerate(labels.tolist()):
+        if taken[label] < shots:
+            taken[label] += 1
+            chosen[i] = True
+    return np.flatnonzero(chosen), np.flatnonzero(~chosen)
 
 
 def settings_fingerprint(code_version: int, settings: Any) -> str:
@@ -57,6 +76,12 @@ class BuildProfile(Protocol):
     epochs: int
     lr: float
     batch: int
+    head_scale: float
+    """The fixed scale of every task's cosine head (CLIP's is 100)."""
+    head_shots: int
+    """Examples per class of the train split that the head is derived from (0: the suite supplies its own)."""
+    test_examples: int | None
+    """Cap on test (and validation) examples per task when a task pool scores (None: all)."""
 
     def fingerprint(self) -> str:
         """A short hash of every setting (names the variant's cache directory)."""
@@ -74,6 +99,9 @@ class TaskExamples(Protocol):
 
     def head(self, limit: int | None) -> TaskExamples:
         """The first ``limit`` examples (all when None)."""
+
+    def take(self, indices: Any) -> TaskExamples:
+        """The examples at ``indices`` (an ``int64`` numpy array), in that order."""
 
 
 class SuiteBuilder:
@@ -136,12 +164,19 @@ class SuiteBuilder:
         return self._arrays[key].head(limit)
 
     def head_examples(self, profile: Any, task: str) -> TaskExamples:
-        """The examples a task's head is derived from: the first ``train_examples`` of its train split."""
-        return self.task_arrays(profile, task, "train", profile.train_examples)
+        """The examples a task's head is derived from: the first ``head_shots`` of each class in the train split.
+
+        They are held out of the expert's training (:meth:`training_examples`) and of every
+        evaluation, as the few labelled images a few-shot prototype head is allowed.
+        """
+        train = self.task_arrays(profile, task, "train")
+        return train.take(shot_indices(train.labels, profile.head_shots, train.classes)[0])
 
     def training_examples(self, profile: Any, task: str) -> TaskExamples:
-        """The examples an expert is fine-tuned on: the first ``train_examples`` of its train split."""
-        return self.task_arrays(profile, task, "train", profile.train_examples)
+        """The examples an expert is fine-tuned on: the train split less :meth:`head_examples`, at most ``train_examples``."""
+        train = self.task_arrays(profile, task, "train")
+        rest = shot_indices(train.labels, profile.head_shots, train.classes)[1]
+        return train.take(rest[: profile.train_examples])
 
     def validation_examples(self, profile: Any, task: str) -> TaskExamples:
         """The examples of the build summary's validation accuracy: the first ``eval_examples``."""
@@ -182,15 +217,14 @@ class SuiteBuilder:
     # -- heads
 
     def make_head(self, profile: Any, pretrained: nn.Module, task: str) -> nn.Module:
-        """The frozen head of a task, derived from the pretrained backbone (override for another kind).
+        """The frozen head of a task, derived from the pretrained backbone: a :class:`~.heads.CosineHead`.
 
-        Default: a linear probe fitted by :func:`.training.fit_head` on the pretrained backbone's
-        features of :meth:`head_examples`. The head is saved with :func:`.store.save_head` (its
-        ``state_dict``) and read back with :meth:`load_head`, so a subclass that makes another
-        kind of head overrides both.
+        Its class vectors are the centred class means of the pretrained backbone's features of
+        :meth:`head_examples` (:func:`.heads.cosine_head`), at the fixed ``head_scale``. It is
+        saved with :func:`.store.save_head` (its ``state_dict``) and read back with :meth:`load_head`.
         """
         examples = self.head_examples(profile, task)
-        return fit_head(self.encode(pretrained, examples), examples.labels, examples.classes)
+        return cosine_head(self.encode(pretrained, examples), examples.labels, examples.classes, profile.head_scale)
 
     def load_head(self, path: Path) -> nn.Module:
         """A frozen head from its file, in eval mode (the kind :meth:`make_head` makes)."""
@@ -225,8 +259,13 @@ class SuiteBuilder:
         :func:`.training.evaluate_head`).
         """
         dev = next(backbone.parameters()).device
-        return evaluate_head(backbone, head, self.batches(examples, batch_size or self.eval_batch_size, dev),
+        return evaluate_head(backbone, head, self.scoring_batches(examples, batch_size or self.eval_batch_size, dev),
                              self.features)
+
+    def scoring_batches(self, examples: TaskExamples, batch_size: int,
+                        device: torch.device | str = "cpu") -> Iterator[tuple[Any, torch.Tensor]]:
+        """The batches :meth:`evaluate` scores: :meth:`batches` by default; a suite may reorder them (by length, say)."""
+        return self.batches(examples, batch_size, device)
 
     # -- the build
 

@@ -85,10 +85,6 @@ class ExpertSuiteModelPool:
         """The backbone saved in a model directory, in eval mode."""
         return self.builder.load_backbone(directory)
 
-    def split_batches(self, task: str, split: str, limit: int | None, batch_size: int) -> Iterator[tuple[Any, torch.Tensor]]:
-        """``(inputs, labels)`` on the CPU of the first ``limit`` examples (all when None) of a split, in order."""
-        yield from self.builder.batches(self.builder.task_arrays(self.profile, task, split, limit), batch_size)
-
     def features(self, model: nn.Module, inputs: Any) -> torch.Tensor:
         """The representation of ``inputs`` a head classifies."""
         return self.builder.features(model, inputs)
@@ -156,15 +152,20 @@ class ExpertSuiteModelPool:
     def batches(self, task: str, request: DataRequest, *, batch_size: int = 32) -> Iterator[tuple[Any, Any]]:
         """``(inputs, labels)`` batches of a task split, in a fixed order; labels None when withheld.
 
-        The train split is capped at the profile's ``train_examples`` (what the experts saw).
+        The train split is what the experts were fine-tuned on (the head's examples held out);
+        the test and validation splits are capped at the profile's ``test_examples``, as the task
+        pool scores them.
         """
         self._dir(task)
         if request.split not in SPLITS:
             raise ConfigError(f"data request: split must be one of {', '.join(SPLITS)}, got '{request.split}'")
-        limit = self.profile.train_examples if request.split == "train" else None
+        if request.split == "train":
+            examples = self.builder.training_examples(self.profile, task)
+        else:
+            examples = self.builder.task_arrays(self.profile, task, request.split, self.profile.test_examples)
         if request.examples is not None:
-            limit = request.examples if limit is None else min(limit, request.examples)
-        for inputs, labels in self.split_batches(task, request.split, limit, batch_size):
+            examples = examples.head(request.examples)
+        for inputs, labels in self.builder.batches(examples, batch_size):
             yield inputs, (labels if request.labelled else None)
 
     def logits(self, task: str, model: nn.Module, inputs: Any) -> torch.Tensor:
@@ -190,9 +191,12 @@ class ExpertSuiteTaskPool:
     default_batch_size: ClassVar[int] = 128
 
     def __init__(self, name: str | None = None, quick: bool | None = None, max_examples: int = 0,
-                 batch_size: int | None = None, *, builder: SuiteBuilder | None = None):
+                 batch_size: int | None = None, split: str = "test", *, builder: SuiteBuilder | None = None):
         if builder is not None:
             self.builder = builder
+        if split not in ("test", "validation"):
+            raise ConfigError(f"task pool '{name or self.suite}': option 'split' must be test or validation, got '{split}'")
+        self.split = split
         self.name = name or self.suite
         self.quick = quick
         self.max_examples = max_examples or None
@@ -217,9 +221,14 @@ class ExpertSuiteTaskPool:
         return self.builder, self.builder.profile_for(False)
 
     def score(self, model: nn.Module, head: nn.Module, task: str, builder: SuiteBuilder, profile: Any) -> dict[str, float]:
-        """``{"accuracy", "loss"}`` of ``model`` with ``head`` on a task's test split (at most ``max_examples``)."""
-        return builder.evaluate(model, head, builder.task_arrays(profile, task, "test", self.max_examples),
-                                self.batch_size)
+        """``{"accuracy", "loss"}`` of ``model`` with ``head`` on a task's scored split.
+
+        The split (``test`` unless the ``split`` option says ``validation``) is capped at the
+        profile's ``test_examples`` and at ``max_examples``.
+        """
+        caps = [c for c in (profile.test_examples, self.max_examples) if c]
+        examples = builder.task_arrays(profile, task, self.split, min(caps) if caps else None)
+        return builder.evaluate(model, head, examples, self.batch_size)
 
     # -- TaskPool
 
@@ -229,7 +238,7 @@ class ExpertSuiteTaskPool:
         return list(self.variant()[1].tasks)
 
     def evaluate(self, model: nn.Module) -> EvaluationReport:
-        """Score ``model`` on every task's test split."""
+        """Score ``model`` on every task's scored split (``test``, or ``validation``: see the ``split`` option)."""
         from fusionbench_core.progress import track
 
         builder, profile = self.variant()

@@ -35,7 +35,6 @@ __all__ = [
     "checkpoint_state",
     "head_state",
     "load_head",
-    "new_head",
     "save_head",
     "write_model_dir",
 ]
@@ -52,29 +51,33 @@ def checkpoint_state(model: nn.Module) -> dict[str, torch.Tensor]:
             if tensor.is_floating_point()}
 
 
-def new_head(width: int, classes: int) -> nn.Linear:
-    """A zero-initialised linear head (its fit is deterministic and needs no seed)."""
-    head = nn.Linear(width, classes)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    return head
-
-
 def head_state(head: nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors of a head (``{"weight", "bias"}`` for a linear one), contiguous, on CPU."""
+    """The tensors of a head (its ``state_dict``), contiguous, on CPU."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in head.state_dict().items()}
 
 
-def load_head(path: Path) -> nn.Linear:
-    """A frozen linear head from a ``head.safetensors`` file, in eval mode."""
+def load_head(path: Path) -> nn.Module:
+    """A frozen head from a ``head.safetensors`` file, in eval mode.
+
+    A file with ``class_vectors`` holds a :class:`~.heads.CosineHead`; anything else is refused
+    with a one-line error naming the file (heads of the previous suite design were linear probes,
+    and a build of that design lives under another fingerprint).
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state = load_file(str(path))
-    classes, width = state["weight"].shape
-    head = nn.Linear(width, classes)
-    head.load_state_dict(state)
-    head.requires_grad_(False)
-    return head.eval()
+    from fusionbench_core.errors import ModelLoadError
+
+    from .heads import CosineHead
+
+    try:
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise ModelLoadError(f"cannot read the task head {path}: {exc}") from exc
+    missing = [k for k in ("centre", "class_vectors", "scale") if k not in state]
+    if missing:
+        raise ModelLoadError(f"task head {path} is not a cosine head (no tensor '{missing[0]}'); rebuild the suite")
+    return CosineHead.from_state(state)
 
 
 def save_head(path: Path, head: nn.Module) -> None:

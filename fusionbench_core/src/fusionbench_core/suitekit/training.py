@@ -2,7 +2,6 @@
 
 - :func:`train_under_head`: AdamW with warm-up then cosine decay (:func:`warmup_cosine`) over a
   seeded data order, the loss supplied per batch of indices;
-- :func:`fit_head`: the deterministic linear probe (multinomial logistic regression by L-BFGS);
 - :func:`evaluate_head`: accuracy and cross-entropy of ``head(features(backbone, x))``;
 - :func:`task_seed`: one seed per (seed, task), so experts do not depend on build order.
 """
@@ -18,9 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .store import new_head
-
-__all__ = ["evaluate_head", "fit_head", "move_to", "task_seed", "train_under_head", "warmup_cosine"]
+__all__ = ["evaluate_head", "move_to", "task_seed", "train_under_head", "warmup_cosine"]
 
 
 def task_seed(seed: int, task: str) -> int:
@@ -78,26 +75,6 @@ def train_under_head(model: nn.Module, params: Iterable[nn.Parameter], n: int, s
         epoch_loss += float(loss.detach()) / per_epoch
     model.eval()
     return epoch_loss
-
-
-def fit_head(feats: torch.Tensor, labels: Any, classes: int, *, l2: float = 1e-3, iterations: int = 200) -> nn.Linear:
-    """Multinomial logistic regression on fixed features (L-BFGS in float64 on the CPU, zero start); frozen float32 head."""
-    x = feats.detach().to("cpu", torch.float64)
-    y = torch.from_numpy(labels)
-    head = new_head(x.shape[1], classes).double()
-    optimiser = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iterations, history_size=20,
-                                  line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = nn.functional.cross_entropy(head(x), y) + l2 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    head = head.float()
-    head.requires_grad_(False)
-    return head.eval()
 
 
 def evaluate_head(backbone: nn.Module, head: nn.Module, batches: Iterable[tuple[Any, torch.Tensor]],

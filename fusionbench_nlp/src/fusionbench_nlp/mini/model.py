@@ -26,7 +26,6 @@ from fusionbench_core.suitekit.store import (  # noqa: F401  (the suite's model 
     checkpoint_state,
     head_state,
     load_head,
-    new_head,
 )
 from torch import nn
 

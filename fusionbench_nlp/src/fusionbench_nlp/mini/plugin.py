@@ -10,7 +10,7 @@ from fusionbench_core.hookspecs import hookimpl
 
 TASKS = ["sentiment", "tweet_device", "fortune_topic", "language_id", "supersense", "austen_novel",
          "bible_section", "gloss_match"]
-SUMMARY = "Offline CPU suite: all-MiniLM-L6-v2 and 8 fully fine-tuned real text experts (own heads)"
+SUMMARY = "Offline CPU suite: all-MiniLM-L6-v2, zero-shot cosine heads, 8 fully fine-tuned real text experts"
 
 
 @hookimpl

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fusionbench_core.protocols import Hyperparameter
+from fusionbench_core.protocols import Option
 from fusionbench_core.suitekit.pools import ExpertSuiteModelPool, ExpertSuiteTaskPool
 from torch import nn
 
@@ -31,8 +31,8 @@ class MiniTextModelPool(ExpertSuiteModelPool):
     suite = "mini-text"
     builder = mb.BUILDER
     options = (
-        Hyperparameter("seed", int, 0, "Seed of the expert fine-tuning (the pretrained model is shared)."),
-        Hyperparameter("quick", bool, False, "Use the quick variant (smaller, as CI builds it)."),
+        Option("seed", int, 0, "Seed of the expert fine-tuning (the pretrained model is shared).", minimum=0),
+        Option("quick", bool, False, "Use the quick variant (smaller, as CI builds it)."),
     )
 
     @classmethod
@@ -55,13 +55,15 @@ class MiniTextModelPool(ExpertSuiteModelPool):
 
 
 class MiniTextTaskPool(ExpertSuiteTaskPool):
-    """Accuracy and cross-entropy of a backbone on each task's test split, with the task's frozen head."""
+    """Accuracy and cross-entropy of a backbone on each task's test split, with the task's zero-shot cosine head."""
 
     suite = "mini-text"
     builder = mb.BUILDER
-    default_batch_size = 128
+    default_batch_size = 64
     options = (
-        Hyperparameter("quick", bool, None, "Score with the quick variant's heads (default: the model pool's variant)."),
-        Hyperparameter("max_examples", int, 0, "Cap on test texts per task (0: the whole test split)."),
-        Hyperparameter("batch_size", int, 128, "Evaluation batch size."),
+        Option("quick", bool, None, "Score with the quick variant's heads (default: the model pool's variant)."),
+        Option("max_examples", int, 0, "Cap on scored texts per task (0: the variant's test_examples).", minimum=0),
+        Option("batch_size", int, 64, "Evaluation batch size (texts are batched by length).", minimum=1),
+        Option("split", str, "test", "The split scored: test, or validation (to choose hyperparameters).",
+               choices=("test", "validation")),
     )

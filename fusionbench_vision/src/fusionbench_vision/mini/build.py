@@ -1,13 +1,23 @@
-"""Building the mini-vision suite: pretrain once, fit one head per task, fine-tune one expert per task.
+"""Building the mini-vision suite: pretrain once, derive one fixed head per task, fine-tune one expert per task.
 
 1. **Pretrained**: a ``CLIPVisionModel``-architecture encoder trained from scratch on Fashion-MNIST
-   (the pretraining set; always seed 0, so every expert seed shares it).
-2. **Heads**: for every task a linear head fitted (L-BFGS, deterministic) on the *pretrained*
-   encoder's pooled features of the task's training images; the pretrained model's score on a
-   task is this linear probe.
+   (the pretraining set, never a task; always seed 0, so every expert seed shares it).
+2. **Heads**: for every task a :class:`~fusionbench_core.suitekit.heads.CosineHead`, the form of
+   CLIP's zero-shot heads (a fixed scale times a cosine, no bias), whose class vectors are
+   few-shot prototypes: the *pretrained* encoder's centred mean features of
+   :attr:`Profile.head_shots` training images per class. Those images are held out of the
+   experts' training and of every evaluation. No image-text model exists offline, so a handful of
+   labelled images stands in for CLIP's class names: like a text head, the prototypes are fixed
+   by the pretrained model before any fine-tuning, cost no training on the task, and leave the
+   pretrained model a real zero-shot-like baseline rather than the best linear probe on its own
+   features (which left the experts nothing to gain).
 3. **Experts**: the encoder fine-tuned on each task with that task's head frozen, so the whole
    task vector lives in the encoder and any merged encoder is scored with each task's own head,
    the role CLIP's zero-shot text heads play in the CLIP suites.
+
+The design (scale, shots, learning rate, epochs, pretraining length) was chosen on the validation
+splits from the suite's own properties (expert gain over the pretrained model, and the gap the
+simple average leaves), never from how merge methods rank on test: see ``docs/results/mini.md``.
 
 Everything is seeded and runs in a fixed data order, so a build on one machine (and thread count)
 gives the same bytes every time. The steps, the store and resumption are the suite kit's
@@ -38,9 +48,11 @@ from torch import nn
 from . import model as mm
 
 SUITE = "mini-vision"
-CODE_VERSION = 1
+CODE_VERSION = 2
+"""2: cosine few-shot prototype heads and eight tasks (1: fitted linear probes, six tasks)."""
 PRETRAIN_TASK = "fashion_mnist"
-EXPERT_TASKS = ("mnist", "digits", "twemoji", "noto_emoji", "emoji_subcategory", "font_letters")
+EXPERT_TASKS = ("mnist", "digits", "font_digits", "font_letters", "twemoji", "noto_emoji", "emoji_subcategory",
+                "skin_tone")
 
 
 @dataclass(frozen=True)
@@ -55,16 +67,22 @@ class Profile:
     mlp: int = 512
     patch: int = 8
     pretrain_examples: int = 55_000
-    pretrain_epochs: int = 1
+    pretrain_epochs: int = 3
     pretrain_lr: float = 1e-3
     pretrain_batch: int = 128
+    head_shots: int = 16
+    """Training images per class that a task's prototype head is made of (held out of fine-tuning)."""
+    head_scale: float = 16.0
+    """The heads' fixed logit scale (chosen on validation among 16, 40 and 100: 16 gave the strongest experts)."""
     train_examples: int = 2_000
-    """Cap on training images per task, for the head fit and the fine-tuning alike."""
-    epochs: int = 5
+    """Cap on fine-tuning images per task (after the head's shots are taken out)."""
+    epochs: int = 10
     lr: float = 3e-4
     batch: int = 64
     eval_examples: int | None = 500
     """Cap on validation images used for the build summary (None: all)."""
+    test_examples: int | None = None
+    """Cap on test (and validation) images per task when a task pool scores (None: all)."""
 
     def fingerprint(self) -> str:
         """A short hash of the settings and the build code's version."""
@@ -77,7 +95,7 @@ class Profile:
 
 PROFILES: Mapping[str, Profile] = {
     "full": Profile("full"),
-    "quick": Profile("quick", pretrain_examples=12_000, train_examples=1_000, eval_examples=300),
+    "quick": Profile("quick", pretrain_examples=12_000, pretrain_epochs=1, train_examples=1_000, eval_examples=300),
 }
 """The two variants: ``full`` (``fb suites build mini-vision``) and ``quick`` (``--quick``, for CI)."""
 
@@ -98,6 +116,10 @@ class TaskArrays:
         if limit is None or limit >= len(self.labels):
             return self
         return TaskArrays(self.images[:limit], self.labels[:limit], self.classes)
+
+    def take(self, indices: np.ndarray) -> TaskArrays:
+        """The examples at ``indices``, in that order."""
+        return TaskArrays(self.images[indices], self.labels[indices], self.classes)
 
 
 def packaged_task_arrays(task: str, split: str) -> TaskArrays:

@@ -21,9 +21,10 @@ returns the memory-mapped copy. The sources come from ``scripts/install-offline-
 missing one raises :class:`MissingSourceError` (a ``FileNotFoundError``) naming the package.
 
 Tasks (see ``MINI_VISION_TASKS``): ``fashion_mnist`` (the pretraining set), ``mnist``, ``digits``,
-``twemoji`` and ``noto_emoji`` (the same emoji and the same split drawn by two artists: a
-domain-shift pair), ``emoji_subcategory`` and ``font_letters`` (A-Z rendered from system fonts,
-with train, validation and test using disjoint font designs).
+``font_digits`` and ``font_letters`` (0-9 and A-Z rendered from system fonts, with train,
+validation and test using disjoint font designs), ``twemoji`` and ``noto_emoji`` (the same emoji
+and the same split drawn by two artists: a domain-shift pair), ``emoji_subcategory`` and
+``skin_tone`` (which of the five skin-tone modifiers an emoji wears, split by emoji).
 """
 
 from __future__ import annotations
@@ -377,14 +378,14 @@ _FONT_DESIGNS: tuple[tuple[str, str, tuple[str, ...], int, str], ...] = (
 )  # fmt: skip
 
 
-def _font_files() -> dict[str, list[tuple[str, Path]]]:
+def _font_files(task: str = "font_letters") -> dict[str, list[tuple[str, Path]]]:
     """Font files per split as (design, path), sorted; raises if a design's files are missing."""
     out: dict[str, list[tuple[str, Path]]] = {name: [] for name in SPLITS}
     for design, split, globs, expected, package in _FONT_DESIGNS:
         files = sorted({p for g in globs for p in FONT_ROOT.glob(g)})
         if len(files) != expected:
             raise MissingSourceError(
-                f"mini-vision task 'font_letters' needs the {design} fonts from Debian {package} "
+                f"mini-vision task '{task}' needs the {design} fonts from Debian {package} "
                 f"(found {len(files)} of {expected} files under {FONT_ROOT}); {INSTALL_HINT}"
             )
         out[split].extend((design, p) for p in files)
@@ -424,33 +425,94 @@ def _render_letter(path: Path, letter: str, rng: np.random.Generator) -> np.ndar
     return np.rint(bg * (1 - alpha) + fg * alpha).astype(np.uint8)
 
 
-def build_font_letters(seed: int = 0, sizes: Sizes = (2_000, 500, 1_000)) -> DatasetDict:
-    """Capital letters A-Z rendered from the system fonts, split by font design.
+def _build_font_glyphs(task: str, glyphs: Sequence[str], seed: int, sizes: Sizes) -> DatasetDict:
+    """Glyphs rendered from the system fonts, one class per glyph, split by font design.
 
     Train uses 6 designs (50 font files), validation Palatino and Avant Garde (8 files), test
     Times, Bookman and DejaVu Mono (20 files): no design is in two splits. Each image has a
     random size, offset, rotation (+-12 degrees) and foreground/background colour, seeded by
-    (seed, font file, letter, variant), so a sample does not depend on which others are drawn.
+    (seed, font file, glyph, variant), so a sample does not depend on which others are drawn.
     """
-    MINI_VISION_TASKS.require("font_letters", [_SRC_PILLOW])
-    fonts = _font_files()
-    rng = seeded_rng(seed, "font_letters")
+    MINI_VISION_TASKS.require(task, [_SRC_PILLOW])
+    fonts = _font_files(task)
+    rng = seeded_rng(seed, task)
     parts = {}
     for name, n in zip(SPLITS, sizes):
         files = fonts[name]
-        variants = max(1, math.ceil(n / (len(files) * len(LETTERS))))
-        cands = [(design, p, li, v) for design, p in files for li in range(len(LETTERS)) for v in range(variants)]
+        variants = max(1, math.ceil(n / (len(files) * len(glyphs))))
+        cands = [(design, p, gi, v) for design, p in files for gi in range(len(glyphs)) for v in range(variants)]
         labels = np.asarray([c[2] for c in cands])
         chosen = [cands[i] for i in stratified_order(labels, rng)[:n]]
         images, uids = [], []
-        for design, p, li, v in chosen:
-            uid = f"{design}/{p.stem}/{LETTERS[li]}/{v}"
+        for design, p, gi, v in chosen:
+            uid = f"{design}/{p.stem}/{glyphs[gi]}/{v}"
             sample_rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(uid.encode())]))
-            images.append(_render_letter(p, LETTERS[li], sample_rng))
+            images.append(_render_letter(p, glyphs[gi], sample_rng))
             uids.append(uid)
         stacked = np.stack(images) if images else np.zeros((0, *IMAGE_SHAPE), np.uint8)
         parts[name] = (stacked, np.asarray([c[2] for c in chosen], np.int64), uids)
-    return _dataset_dict(parts, LETTERS)
+    return _dataset_dict(parts, glyphs)
+
+
+def build_font_letters(seed: int = 0, sizes: Sizes = (2_000, 500, 1_000)) -> DatasetDict:
+    """Capital letters A-Z rendered from the system fonts, split by font design (see :func:`_build_font_glyphs`)."""
+    return _build_font_glyphs("font_letters", LETTERS, seed, sizes)
+
+
+def build_font_digits(seed: int = 0, sizes: Sizes = (2_000, 500, 1_000)) -> DatasetDict:
+    """Digits 0-9 rendered from the system fonts, split by font design: printed digits beside MNIST's handwritten ones."""
+    return _build_font_glyphs("font_digits", DIGIT_CLASSES, seed, sizes)
+
+
+# --------------------------------------------------------------------------- emoji skin tone
+
+SKIN_TONES = ("light", "medium-light", "medium", "medium-dark", "dark")
+_TONE_CODES = ("1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF")
+_ARTISTS = ("twitter", "google")
+
+
+@lru_cache(maxsize=1)
+def _toned_emoji(json_path: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Emoji drawn in all five uniform skin tones by both artists: (base code, five image files), sorted."""
+    with open(json_path, encoding="utf-8") as fh:
+        entries = json.load(fh)
+    out = []
+    for e in entries:
+        variations = e.get("skin_variations") or {}
+        files = []
+        for code in _TONE_CODES:
+            v = variations.get(code)
+            if v is None or not all(v.get(f"has_img_{a}") for a in _ARTISTS):
+                break
+            files.append(v["image"])
+        if len(files) == len(_TONE_CODES):
+            out.append((e["unified"], tuple(files)))
+    return tuple(sorted(out))
+
+
+def build_skin_tone(seed: int = 0, sizes: Sizes = (2_000, 400, 800)) -> DatasetDict:
+    """Which of the five skin-tone modifiers an emoji wears, drawn by Twemoji and by Noto.
+
+    The split is by emoji: every tone and both artists of one emoji are in the same split, so a
+    test image never shows a figure seen in training. Test takes 80 emoji and validation 40 (800
+    and 400 images); the other emoji train. ``sizes`` cap each split.
+    """
+    MINI_VISION_TASKS.require("skin_tone", [_SRC_TWEMOJI, _SRC_NOTO, _SRC_PILLOW])
+    toned = _toned_emoji(str(data_dir() / "emoji-datasource-twitter" / "emoji.json"))
+    order = seeded_rng(seed, "skin_tone").permutation(len(toned))
+    n_te, n_va = 80, 40
+    groups = {"test": order[:n_te], "validation": order[n_te : n_te + n_va], "train": order[n_te + n_va :]}
+    parts = {}
+    for name, cap in zip(SPLITS, sizes):
+        items = [(toned[i][0], tone, artist, toned[i][1][tone]) for i in sorted(groups[name].tolist())
+                 for tone in range(len(SKIN_TONES)) for artist in _ARTISTS]
+        labels = np.asarray([it[1] for it in items], np.int64)
+        chosen = [items[k] for k in stratified_order(labels, seeded_rng(seed, f"skin_tone/{name}"))[:cap]]
+        images = (np.stack([_rgba_on_white(data_dir() / f"emoji-datasource-{a}" / "img" / a / "64" / f)
+                            for _, _, a, f in chosen]) if chosen else np.zeros((0, *IMAGE_SHAPE), np.uint8))
+        parts[name] = (images, np.asarray([it[1] for it in chosen], np.int64),
+                       [f"{a}/{code}/{SKIN_TONES[t]}" for code, t, a, _ in chosen])
+    return _dataset_dict(parts, SKIN_TONES)
 
 
 # --------------------------------------------------------------------------- registry
@@ -476,7 +538,13 @@ MINI_VISION_TASKS = TaskCatalog(
                  (1_306, 200, 400), (_SRC_TWEMOJI, _SRC_PILLOW)),
         TaskSpec("font_letters", build_font_letters, 26,
                  "capital letters rendered from Debian fonts, train/validation/test on disjoint font designs",
-                 (2_000, 500, 1_000), (_SRC_PILLOW,), probe=_font_files),
+                 (2_000, 500, 1_000), (_SRC_PILLOW,), probe=lambda: _font_files("font_letters")),
+        TaskSpec("font_digits", build_font_digits, 10,
+                 "digits 0-9 rendered from Debian fonts, train/validation/test on disjoint font designs",
+                 (2_000, 500, 1_000), (_SRC_PILLOW,), probe=lambda: _font_files("font_digits")),
+        TaskSpec("skin_tone", build_skin_tone, 5,
+                 "emoji skin-tone modifier (5 tones), Twemoji and Noto images, split by emoji",
+                 (2_000, 400, 800), (_SRC_TWEMOJI, _SRC_NOTO, _SRC_PILLOW)),
     ],
     version=CACHE_VERSION,
     digest=content_digest,

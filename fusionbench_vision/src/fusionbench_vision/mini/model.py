@@ -25,7 +25,6 @@ from fusionbench_core.suitekit.store import (  # noqa: F401  (the suite's model 
     checkpoint_state,
     head_state,
     load_head,
-    new_head,
     write_model_dir,
 )
 from torch import nn

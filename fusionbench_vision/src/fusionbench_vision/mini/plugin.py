@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from fusionbench_core.hookspecs import hookimpl
 
-TASKS = ["mnist", "digits", "twemoji", "noto_emoji", "emoji_subcategory", "font_letters"]
-SUMMARY = "Offline CPU suite: CLIP-architecture encoder pretrained on Fashion-MNIST, 6 real image experts"
+TASKS = ["mnist", "digits", "font_digits", "font_letters", "twemoji", "noto_emoji", "emoji_subcategory", "skin_tone"]
+SUMMARY = ("Offline CPU suite: CLIP-architecture encoder pretrained on Fashion-MNIST, few-shot cosine heads, "
+           "8 real image experts")
 
 
 @hookimpl
@@ -21,5 +22,5 @@ def register_modelpools(register):
 
 @hookimpl
 def register_taskpools(register):
-    """Register the mini-vision task pool (test accuracy with each task's frozen head)."""
+    """Register the mini-vision task pool (accuracy with each task's fixed cosine head)."""
     register("mini-vision", "fusionbench_vision.mini.pool:MiniVisionTaskPool", summary=SUMMARY, tasks=TASKS)

@@ -3,7 +3,7 @@
 The model pool builds whatever is missing on first use (see :mod:`fusionbench_vision.mini.build`),
 then serves the pretrained encoder and one expert per task from the cache. It is a data model
 pool: it hands out task images and scores any encoder with a task's frozen head. The task pool
-scores an encoder on every task's test split with that task's head.
+scores an encoder on every task's test split (or validation split) with that task's head.
 
 The task pool scores with the variant of the model pool it is bound to
 (:meth:`~fusionbench_core.suitekit.pools.ExpertSuiteTaskPool.bind`), so
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fusionbench_core.protocols import Hyperparameter
+from fusionbench_core.protocols import Option
 from fusionbench_core.suitekit.pools import ExpertSuiteModelPool, ExpertSuiteTaskPool
 from torch import nn
 
@@ -32,8 +32,8 @@ class MiniVisionModelPool(ExpertSuiteModelPool):
     suite = "mini-vision"
     builder = mb.BUILDER
     options = (
-        Hyperparameter("seed", int, 0, "Seed of the expert fine-tuning (the pretrained encoder is shared)."),
-        Hyperparameter("quick", bool, False, "Use the quick variant (smaller, as CI builds it)."),
+        Option("seed", int, 0, "Seed of the expert fine-tuning (the pretrained encoder is shared).", minimum=0),
+        Option("quick", bool, False, "Use the quick variant (smaller, as CI builds it)."),
     )
 
     @classmethod
@@ -56,13 +56,15 @@ class MiniVisionModelPool(ExpertSuiteModelPool):
 
 
 class MiniVisionTaskPool(ExpertSuiteTaskPool):
-    """Accuracy and cross-entropy of an encoder on each task's test split, with the task's frozen head."""
+    """Accuracy and cross-entropy of an encoder on each task's test split, with the task's few-shot cosine head."""
 
     suite = "mini-vision"
     builder = mb.BUILDER
     default_batch_size = 256
     options = (
-        Hyperparameter("quick", bool, None, "Score with the quick variant's heads (default: the model pool's variant)."),
-        Hyperparameter("max_examples", int, 0, "Cap on test images per task (0: the whole test split)."),
-        Hyperparameter("batch_size", int, 256, "Evaluation batch size."),
+        Option("quick", bool, None, "Score with the quick variant's heads (default: the model pool's variant)."),
+        Option("max_examples", int, 0, "Cap on scored images per task (0: the whole split).", minimum=0),
+        Option("batch_size", int, 256, "Evaluation batch size.", minimum=1),
+        Option("split", str, "test", "The split scored: test, or validation (to choose hyperparameters).",
+               choices=("test", "validation")),
     )
