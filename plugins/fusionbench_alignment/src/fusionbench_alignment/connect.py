@@ -104,7 +104,7 @@ class _CurveModel(nn.Module):
 
 
 def fit_bezier(modelpool: Any, state_a: Mapping, state_b: Mapping, task: str, *, steps: int = 300,
-               lr: float = 1e-2, batch_size: int = 128, examples: int | None = None, seed: int = 0) -> dict:
+               lr: float = 1e-3, batch_size: int = 128, examples: int | None = None, seed: int = 0) -> dict:
     """Train the control point ``θ_C`` of a quadratic Bézier curve from A to B on ``task``'s labelled training data.
 
     Parameters take the path; buffers (BatchNorm statistics) are A's during training (BatchNorm
