@@ -326,11 +326,29 @@ def task_logits(model: Any, logits_of: Callable[[Any, Any], torch.Tensor], input
     return logits_of(model, inputs)
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """Per-example predictions of one task, in the task pool's fixed example order (for paired statistics).
+
+    ``predicted[i]`` is the predicted class of example ``i`` and ``target[i]`` its label; two runs
+    scored on the same split of the same task pool list the same examples in the same order, so
+    ``fb compare`` can pair them.
+    """
+
+    predicted: tuple[int, ...]
+    target: tuple[int, ...]
+
+
 @dataclass
 class EvaluationReport:
-    """Per-task metrics of one model; :attr:`average` is their mean over tasks, metric by metric."""
+    """Per-task metrics of one model; :attr:`average` is their mean over tasks, metric by metric.
+
+    :attr:`predictions` is optional: a task pool that fills it (task name → :class:`Predictions`)
+    lets the result store keep per-example predictions; pools that leave it empty still work.
+    """
 
     tasks: dict[str, dict[str, float]] = field(default_factory=dict)
+    predictions: dict[str, Predictions] = field(default_factory=dict)
 
     @property
     def average(self) -> dict[str, float]:
@@ -358,6 +376,36 @@ class TaskPool(Protocol):
 
     def evaluate(self, model: Any) -> EvaluationReport:
         """Score ``model`` on every task."""
+
+
+@runtime_checkable
+class ScoresSplits(Protocol):
+    """Optional task-pool capability: score a named split (``"validation"``, ``"test"``) on request.
+
+    :attr:`split` is the split :meth:`TaskPool.evaluate` scores (set with the pool's ``split``
+    option, default ``"test"``); :attr:`splits` lists every split the pool can score. ``fb sweep``
+    uses :meth:`evaluate_split` to score one fused model on the validation split (to choose
+    hyperparameters) and on the test split (to report), without fusing twice.
+    """
+
+    split: str
+    splits: tuple[str, ...]
+
+    def evaluate_split(self, model: Any, split: str) -> EvaluationReport:
+        """Score ``model`` on every task's ``split``."""
+
+
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """Optional pool capability (model pools and task pools): a content hash of the pool's inputs.
+
+    ``fingerprint()`` returns a stable hex digest of everything the pool feeds a run (weights, data,
+    heads), so that ``fb sweep`` reruns a cell when an input changes although its name and options
+    did not. Pools without it are keyed by their name, options and code version only.
+    """
+
+    def fingerprint(self) -> str:
+        """A hex digest of the pool's inputs."""
 
 
 @runtime_checkable

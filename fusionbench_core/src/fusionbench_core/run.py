@@ -24,7 +24,7 @@ from .config import ComponentSpec, RunConfig
 from .errors import ConfigError, UnknownComponentError
 from .hookspecs import RunInfo
 from .plugins import PluginHost, get_host
-from .protocols import PRETRAINED, BaseAlgorithm, DataModelPool, Requirement, bind_taskpool
+from .protocols import PRETRAINED, BaseAlgorithm, DataModelPool, Requirement, ScoresSplits, bind_taskpool
 
 __all__ = ["REPORT_FILE", "RunInfo", "evaluate_models", "execute", "instantiate", "parse_options", "plan"]
 
@@ -141,8 +141,16 @@ def plan(config: RunConfig, host: PluginHost | None = None) -> dict[str, Any]:
     }
 
 
-def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = True) -> dict[str, Any]:
+def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = True,
+            splits: Iterable[str] = (), predictions: bool = False) -> dict[str, Any]:
     """Run a method over a model pool, evaluate on the task pool and return the report.
+
+    ``splits`` (used by ``fb sweep``) asks for more splits scored on the same fused model, e.g.
+    ``("validation", "test")``: the task pool must offer
+    :class:`~fusionbench_core.protocols.ScoresSplits`; the report then also holds ``split`` (what
+    ``tasks`` was scored on) and ``splits`` (``{split: {"tasks", "average"}}``). With
+    ``predictions`` the report holds ``predictions`` (``{split: {task: {"predicted", "target"}}}``)
+    for the tasks whose pool reported them (see :class:`~fusionbench_core.protocols.Predictions`).
 
     With ``write`` the report (and the fused model with ``config.save_model``) lands in the
     output directory, each file written to a temporary name and renamed when complete. A model
@@ -166,6 +174,15 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
     saves_fused = _saves_fused(algorithm)
     if output is not None and config.save_model and not saves_fused and getattr(modelpool, "save_model", None) is None:
         raise ConfigError(f"model pool '{config.modelpool.name}' cannot save models (--save-model)")
+    splits = [s for s in dict.fromkeys(splits)]
+    main_split = getattr(taskpool, "split", "test")
+    if splits and not isinstance(taskpool, ScoresSplits):
+        raise ConfigError(f"task pool '{config.taskpool.name}' cannot score split '{splits[0]}' "
+                          f"(it offers no evaluate_split; see docs/experiments.md)")
+    for split in splits:
+        if split not in taskpool.splits:
+            raise ConfigError(f"task pool '{config.taskpool.name}' cannot score split '{split}' "
+                              f"(it scores: {', '.join(taskpool.splits)})")
     info = RunInfo(config, algorithm, modelpool, taskpool, output)
     host.call_hook("run_started", run=info)
 
@@ -177,6 +194,11 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
     fused_at = time.perf_counter()
     evaluation = taskpool.evaluate(fused)
     done = time.perf_counter()
+    by_split = {main_split: evaluation}
+    for split in splits:
+        if split not in by_split:
+            by_split[split] = taskpool.evaluate_split(fused, split)
+    extra_done = time.perf_counter()
 
     settings = algorithm.settings if isinstance(algorithm, BaseAlgorithm) else dict(config.method.options)
     cost = {
@@ -202,6 +224,17 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
         "versions": versions(host),
         "started_at": info.started_at,
     }
+    if splits:
+        cost["extra_eval_s"] = round(extra_done - done, 3)
+        report["split"] = main_split
+        report["splits"] = {split: {"tasks": result.tasks, "average": result.average}
+                            for split, result in by_split.items()}
+    if predictions:
+        report["predictions"] = {
+            split: {task: {"predicted": list(p.predicted), "target": list(p.target)}
+                    for task, p in getattr(result, "predictions", {}).items()}
+            for split, result in by_split.items()
+        }
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         if config.save_model:

@@ -19,10 +19,13 @@ import torch
 from torch import nn
 
 from .engine.sources import StateDictSource
-from .protocols import PRETRAINED, DataRequest, EvaluationReport, Hyperparameter, task_logits
+from .errors import ConfigError
+from .protocols import PRETRAINED, DataRequest, EvaluationReport, Hyperparameter, Option, Predictions, task_logits
 
 IN_FEATURES = 8
 HIDDEN = 16
+VALIDATION_EXAMPLES = 64
+"""Examples per task in the validation split (drawn from their own generator, so train and test stay as they were)."""
 
 
 def make_backbone(seed: int) -> nn.Module:
@@ -48,6 +51,12 @@ class TinyTask:
     x_test: torch.Tensor
     y_test: torch.Tensor
     head: nn.Linear
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+
+    def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, labels)`` of the ``"validation"`` or ``"test"`` split."""
+        return (self.x_val, self.y_val) if split == "validation" else (self.x_test, self.y_test)
 
 
 @dataclass
@@ -86,7 +95,10 @@ def build_tiny_suite(n_models: int = 3, seed: int = 0, steps: int = 60, classes:
                 loss.backward()
                 optimiser.step()
             model.requires_grad_(False)
-            tasks[name] = TinyTask(name, x[:256], y[:256], x[256:], y[256:], head)
+            val_gen = torch.Generator().manual_seed(seed * 1000 + 7919 + i)
+            x_val = torch.randn(VALIDATION_EXAMPLES, IN_FEATURES, generator=val_gen, dtype=torch.float64)
+            y_val = (x_val @ teacher).argmax(dim=1)
+            tasks[name] = TinyTask(name, x[:256], y[:256], x[256:], y[256:], head, x_val, y_val)
             finetuned[name] = model
     pretrained.requires_grad_(False)
     return TinySuite(pretrained, finetuned, tasks)
@@ -153,6 +165,10 @@ class TinyModelPool:
         self.forward_passes += 1
         return self.suite.tasks[task].head(model(inputs))
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the suite's weights, data and heads."""
+        return suite_fingerprint(self.suite)
+
     def save_model(self, model: nn.Module, path: Path) -> None:
         """Save the backbone's weights as ``model.safetensors`` in ``path``."""
         from safetensors.torch import save_file
@@ -164,14 +180,50 @@ class TinyModelPool:
         tmp.rename(path / "model.safetensors")
 
 
+def _digest_tensors(tensors: Any) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def suite_fingerprint(suite: TinySuite) -> str:
+    """SHA-256 over every weight, input, label and head of the suite (the pools' ``fingerprint()``)."""
+    tensors = [t for t in suite.pretrained.state_dict().values()]
+    for model in suite.finetuned.values():
+        tensors += list(model.state_dict().values())
+    for task in suite.tasks.values():
+        tensors += [task.x_train, task.y_train, task.x_test, task.y_test, task.x_val, task.y_val,
+                    task.head.weight, task.head.bias]
+    return _digest_tensors(tensors)
+
+
 class TinyTaskPool:
-    """Task pool of the tiny suite: accuracy and cross-entropy of each task's head on a backbone."""
+    """Task pool of the tiny suite: accuracy and cross-entropy of each task's head on a backbone.
 
-    options = TinyModelPool.options
+    The ``split`` option chooses what :meth:`evaluate` scores: ``test`` (64 examples per task, the
+    default) or ``validation`` (64 other examples per task, for choosing hyperparameters). Either
+    way the report carries per-example :class:`~fusionbench_core.protocols.Predictions`.
+    """
 
-    def __init__(self, name: str = "tiny", n_models: int = 3, seed: int = 0):
+    options = TinyModelPool.options + (
+        Option("split", str, "test", "Split that evaluate() scores.", choices=("validation", "test")),
+    )
+    splits = ("validation", "test")
+
+    def __init__(self, name: str = "tiny", n_models: int = 3, seed: int = 0, split: str = "test"):
+        if split not in self.splits:
+            raise ConfigError(f"task pool '{name}': split must be one of {', '.join(self.splits)}, got '{split}'")
         self.name = name
+        self.split = split
         self.suite = build_tiny_suite(n_models, seed)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the suite's weights, data and heads."""
+        return suite_fingerprint(self.suite)
 
     @property
     def task_names(self) -> list[str]:
@@ -179,13 +231,22 @@ class TinyTaskPool:
         return list(self.suite.tasks)
 
     def evaluate(self, model: nn.Module) -> EvaluationReport:
-        """Accuracy and loss per task on the held-out split."""
+        """Accuracy and loss per task on the pool's split (``test`` unless the ``split`` option says otherwise)."""
+        return self.evaluate_split(model, self.split)
+
+    def evaluate_split(self, model: nn.Module, split: str) -> EvaluationReport:
+        """Accuracy and loss per task on ``split`` (``validation`` or ``test``), with per-example predictions."""
+        if split not in self.splits:
+            raise ConfigError(f"task pool '{self.name}': split must be one of {', '.join(self.splits)}, got '{split}'")
         report = EvaluationReport()
         with torch.no_grad():
             for name, task in self.suite.tasks.items():
-                logits = task_logits(model, lambda backbone, x, head=task.head: head(backbone(x)), task.x_test)
+                x, y = task.split(split)
+                logits = task_logits(model, lambda backbone, x, head=task.head: head(backbone(x)), x)
+                predicted = logits.argmax(dim=1)
                 report.tasks[name] = {
-                    "accuracy": float((logits.argmax(dim=1) == task.y_test).double().mean()),
-                    "loss": float(nn.functional.cross_entropy(logits, task.y_test)),
+                    "accuracy": float((predicted == y).double().mean()),
+                    "loss": float(nn.functional.cross_entropy(logits, y)),
                 }
+                report.predictions[name] = Predictions(tuple(predicted.tolist()), tuple(y.tolist()))
         return report

@@ -25,6 +25,10 @@ from .plugins import plugins_command
 from .render import print_json, print_report
 from .run import run_command
 from .suites import suites
+from .compare import compare_command  # noqa: I001 - experiments (#16)
+from .results import results
+from .sweep import sweep_command
+from .table import table_command
 
 __all__ = ["CONTEXT", "DefaultGroup", "FbGroup", "cli", "main", "make_cli", "print_json", "print_report"]
 
@@ -47,7 +51,7 @@ def make_cli() -> FbGroup:
         """
 
     for command in (run_command, eval_command, merge_command, methods, modelpools, taskpools, suites,
-                    plugins_command, info_command):
+                    plugins_command, info_command, sweep_command, results, table_command, compare_command):
         root.add_command(command)
     return root
 

@@ -1,0 +1,84 @@
+"""``fb sweep``: run a sweep file's cells (methods × grids × seeds × suites) into the result store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .groups import CONTEXT
+from .render import print_json, stderr_console, stdout_console
+
+STORE_HELP = "Result store (SQLite file). Default: $FUSIONBENCH_STORE, else $FUSIONBENCH_CACHE/results.sqlite3."
+
+
+def store_option(func):
+    """The ``--store PATH`` option shared by the experiment commands."""
+    return click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+                        help=STORE_HELP)(func)
+
+
+@click.command(name="sweep", context_settings=CONTEXT)
+@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
+@store_option
+@click.option("--select-on", type=click.Choice(["validation", "test"]),
+              help="Score cells on the validation split too, to select hyperparameters on it (default: the file's "
+                   "select_on, else validation).")
+@click.option("--executor", type=click.Choice(["serial"]), default="serial", show_default=True,
+              help="Where cells run: serially in this process.")
+@click.option("--dry-run", is_flag=True, help="List the cells and which are stored; run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the cells as a JSON list.")
+def sweep_command(spec_file: Path, store_path: Path | None, select_on: str | None, executor: str, dry_run: bool,
+                  as_json: bool) -> None:
+    """Run every cell of a sweep file that the result store lacks; an interrupted sweep resumes.
+
+    Each cell (a method, one point of its hyperparameter grid, a suite, a seed) runs through the
+    `fb run` program and is recorded in one transaction once complete; its key hashes the
+    configuration, the pools' fingerprints and the code version, so a cell already stored is skipped.
+
+    \b
+    Examples:
+      fb sweep lambda.yaml
+      fb sweep lambda.yaml --store runs.sqlite3 --json
+      fb sweep lambda.yaml --dry-run
+    """
+    from ..errors import ConfigError
+    from ..experiments.store import open_store
+    from ..experiments.sweep import load_spec, run_sweep
+
+    if not spec_file.exists():
+        raise click.BadParameter(f"file '{spec_file}' does not exist", param_hint="SPEC_FILE")
+    spec = load_spec(spec_file, select_on=select_on)
+    if executor != "serial":  # pragma: no cover - click's Choice refuses it first
+        raise ConfigError(f"unknown executor '{executor}'")
+    with open_store(store_path) as store:
+        result = run_sweep(spec, store, dry_run=dry_run)
+        path = store.path
+    counts = result.counts()
+    if as_json:
+        print_json(result.rows)
+    else:
+        print_cells(result.rows, title=f"sweep {spec.name} ({'plan' if dry_run else 'cells'})")
+    summary = (f"{counts['done']} run, {counts['stored']} already stored, {counts['left']} left "
+               f"(store: {path})")
+    if result.interrupted:
+        stderr_console().print(f"interrupted: {summary}; run the same command to resume")
+        raise SystemExit(130)
+    stderr_console().print(f"[dim]{summary}[/dim]")
+
+
+def print_cells(rows: list[dict], title: str) -> None:
+    """A table of sweep cells with their status and accuracies."""
+    from rich.table import Table
+
+    from .render import fmt
+
+    table = Table(title=title)
+    for column in ("method", "hyperparameters", "suite", "seed", "status", "validation", "test", "key"):
+        table.add_column(column, justify="right" if column in ("seed", "validation", "test") else "left")
+    for row in rows:
+        hps = ", ".join(f"{k}={v}" for k, v in (row.get("hyperparameters") or {}).items())
+        table.add_row(row["method"], hps or "–", row["suite"], fmt(row.get("seed")), row["status"],
+                      fmt(row.get("validation_accuracy")), fmt(row.get("test_accuracy", row.get("average"))),
+                      row["key"][:12])
+    stdout_console().print(table)

@@ -1,0 +1,68 @@
+"""``fb table``: the leaderboard (method × task) of the result store, as Markdown, CSV, LaTeX or HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .groups import CONTEXT
+from .render import print_json
+from .sweep import store_option
+
+
+@click.command(name="table", context_settings=CONTEXT)
+@store_option
+@click.option("-f", "--format", "fmt", type=click.Choice(["markdown", "csv", "latex", "html"]), default="markdown",
+              show_default=True, help="Output format.")
+@click.option("--select-on", type=click.Choice(["validation", "test"]), default="validation", show_default=True,
+              help="Split on which each method's hyperparameters are chosen (test: oracle).")
+@click.option("--suite", help="Only this suite (model pool or task pool name).")
+@click.option("--sweep", help="Only runs of this sweep.")
+@click.option("-m", "--method", "methods", multiple=True, help="Only these methods (repeatable).")
+@click.option("--metric", default="accuracy", show_default=True, help="Metric to tabulate.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (through a temporary file) instead of stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
+def table_command(store_path: Path | None, fmt: str, select_on: str, suite: str | None, sweep: str | None,
+                  methods: tuple[str, ...], metric: str, output: Path | None, as_json: bool) -> None:
+    """Render the leaderboard: each method's test scores with hyperparameters selected on validation.
+
+    Per task and on average: mean ± std over seeds of the selected setting, the normalised accuracy
+    (merged ÷ individual), the mean wall time of a run and the selected hyperparameters. The caption
+    says which split selected them.
+
+    \b
+    Examples:
+      fb table
+      fb table --format latex -o table.tex
+      fb table --suite tiny --select-on test --json
+    """
+    from ..experiments.store import open_store
+    from ..experiments.tables import build_leaderboards, render
+
+    with open_store(store_path) as store:
+        boards = build_leaderboards(store, select_on=select_on, metric=metric, suite=suite, sweep=sweep,
+                                    methods=methods or None)
+    if as_json:
+        print_json([{"suite": b.suite, "select_on": b.select_on, **row.to_dict()} for b in boards for row in b.rows])
+        return
+    text = render(boards, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_text_atomic(output, text)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary sibling renamed into place."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,353 @@
+"""The result store: every run of ``fb sweep`` in one SQLite database (standard library ``sqlite3``).
+
+The database lives at ``$FUSIONBENCH_CACHE/results.sqlite3`` unless ``--store PATH`` (or the
+``FUSIONBENCH_STORE`` variable) says otherwise. It runs in WAL mode with a busy timeout, and every run is written in one ``BEGIN
+IMMEDIATE`` transaction, so several writers (two sweeps at once) never corrupt it and a reader never
+sees half a run. A run whose cell key is already stored is not written again.
+
+Schema (version :data:`SCHEMA_VERSION`; see ``docs/experiments.md``):
+
+- ``schema_version(version)``: one row;
+- ``runs``: one row per run: its cell key, sweep name, method, hyperparameters (JSON), model pool and
+  task pool (name and options, JSON), seed, the split ``tasks`` was scored on, the test and
+  validation averages, cost and versions (JSON), the whole report (JSON), when it was recorded;
+- ``metrics(run_id, split, task, metric, value)``: per-task metrics of each scored split;
+- ``predictions(run_id, split, task, n, predicted, target)``: per-example predicted classes and
+  labels, each a zlib-compressed little-endian int32 array.
+
+A database whose schema is older is migrated in place (:data:`MIGRATIONS`); a newer one is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import zlib
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import FusionBenchError
+
+__all__ = ["SCHEMA_VERSION", "ResultStore", "StoreError", "default_store_path", "open_store"]
+
+SCHEMA_VERSION = 1
+"""The schema this code writes; older databases are migrated, newer ones refused."""
+
+STORE_FILE = "results.sqlite3"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cell_key TEXT NOT NULL UNIQUE,
+    sweep TEXT,
+    kind TEXT NOT NULL DEFAULT 'fused',
+    method TEXT NOT NULL,
+    hyperparameters TEXT NOT NULL,
+    modelpool TEXT NOT NULL,
+    modelpool_options TEXT NOT NULL,
+    taskpool TEXT NOT NULL,
+    taskpool_options TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    split TEXT NOT NULL,
+    test_accuracy REAL,
+    validation_accuracy REAL,
+    wall_s REAL,
+    cost TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    report TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_suite ON runs (modelpool, taskpool, method);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    split TEXT NOT NULL,
+    task TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (run_id, split, task, metric)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    split TEXT NOT NULL,
+    task TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    predicted BLOB NOT NULL,
+    target BLOB NOT NULL,
+    PRIMARY KEY (run_id, split, task)
+);
+"""
+
+MIGRATIONS: dict[int, str] = {}
+"""``{from_version: SQL}``: the script that takes a database from ``from_version`` to the next one."""
+
+KINDS = ("fused", "individual", "pretrained")
+"""What a run scored: a fused model, each fine-tuned model on its own task, or the pretrained model."""
+
+
+class StoreError(FusionBenchError):
+    """The result store cannot be opened, is of a newer schema, or lacks a run asked for."""
+
+
+def default_store_path() -> Path:
+    """``$FUSIONBENCH_CACHE/results.sqlite3`` (default ``~/.cache/fusionbench/results.sqlite3``)."""
+    from ..hub import cache_dir
+
+    return cache_dir() / STORE_FILE
+
+
+def pack_ints(values: Iterable[int]) -> bytes:
+    """A zlib-compressed little-endian int32 array."""
+    data = array("i", values)
+    if sys.byteorder != "little":
+        data.byteswap()
+    return zlib.compress(data.tobytes(), 6)
+
+
+def unpack_ints(blob: bytes) -> list[int]:
+    """The inverse of :func:`pack_ints`."""
+    data = array("i")
+    data.frombytes(zlib.decompress(blob))
+    if sys.byteorder != "little":
+        data.byteswap()
+    return data.tolist()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class ResultStore:
+    """One open result store; use :func:`open_store` (a context manager) or call :meth:`close`."""
+
+    def __init__(self, path: Path | str | None = None, *, timeout: float = 60.0):
+        self.path = store_path_from_env(path)
+        if self.path.exists() and self.path.is_dir():
+            raise StoreError(f"result store '{self.path}' is a directory, not a database file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+            self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self._prepare()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"result store '{self.path}': {exc}") from exc
+
+    # -- schema
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error, ``KeyboardInterrupt`` included)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        """The version recorded in the database."""
+        row = self.db.execute("SELECT version FROM schema_version").fetchone()
+        return int(row[0])
+
+    def _prepare(self) -> None:
+        with self.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                for statement in _statements(SCHEMA):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                return
+            version = int(row[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"result store '{self.path}' has schema version {version}, newer than this "
+                    f"fusionbench-core understands ({SCHEMA_VERSION}); upgrade fusionbench-core or use another --store"
+                )
+            while version < SCHEMA_VERSION:
+                if version not in MIGRATIONS:
+                    raise StoreError(f"result store '{self.path}': no migration from schema version {version}")
+                for statement in _statements(MIGRATIONS[version]):
+                    db.execute(statement)
+                version += 1
+            db.execute("UPDATE schema_version SET version = ?", (version,))
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    # -- writing
+
+    def has(self, cell_key: str) -> bool:
+        """Whether a run with this cell key is stored."""
+        return self.db.execute("SELECT 1 FROM runs WHERE cell_key = ?", (cell_key,)).fetchone() is not None
+
+    def keys(self) -> set[str]:
+        """Every stored cell key."""
+        return {row[0] for row in self.db.execute("SELECT cell_key FROM runs")}
+
+    def add(self, cell_key: str, report: Mapping[str, Any], *, sweep: str | None = None,
+            kind: str = "fused") -> int | None:
+        """Record one run's report in one transaction; returns its id, or ``None`` when the key was stored already.
+
+        ``report`` is what :func:`fusionbench_core.run.execute` returns (with ``splits`` and
+        ``predictions`` when it was asked for them); its ``predictions`` go to their own table and
+        are not repeated in the stored report.
+        """
+        if kind not in KINDS:
+            raise StoreError(f"run kind must be one of {', '.join(KINDS)}, got '{kind}'")
+        report = dict(report)
+        predictions = report.pop("predictions", None) or {}
+        main_split = report.get("split", "test")
+        splits = report.get("splits") or {main_split: {"tasks": report.get("tasks", {}),
+                                                       "average": report.get("average", {})}}
+        modelpool = dict(report.get("modelpool") or {})
+        taskpool = dict(report.get("taskpool") or {})
+        cost = report.get("cost") or {}
+
+        def accuracy(split: str) -> float | None:
+            value = (splits.get(split) or {}).get("average", {}).get("accuracy")
+            return float(value) if value is not None else None
+
+        row = (
+            cell_key, sweep, kind, report.get("method", ""), _json(report.get("hyperparameters") or {}),
+            modelpool.pop("name", ""), _json(modelpool), taskpool.pop("name", ""), _json(taskpool),
+            int(report.get("seed", 0)), main_split, accuracy("test"), accuracy("validation"),
+            cost.get("wall_s"), _json(cost), _json(report.get("versions") or {}), _json(report),
+            datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (cell_key, sweep, kind, method, hyperparameters, modelpool, modelpool_options,"
+                " taskpool, taskpool_options, seed, split, test_accuracy, validation_accuracy, wall_s, cost,"
+                " versions, report, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(cell_key) DO NOTHING", row)
+            if cursor.rowcount == 0:
+                return None
+            run_id = cursor.lastrowid
+            db.executemany(
+                "INSERT INTO metrics (run_id, split, task, metric, value) VALUES (?, ?, ?, ?, ?)",
+                [(run_id, split, task, metric, float(value))
+                 for split, result in splits.items()
+                 for task, metrics in (result.get("tasks") or {}).items()
+                 for metric, value in metrics.items() if isinstance(value, (int, float))])
+            db.executemany(
+                "INSERT INTO predictions (run_id, split, task, n, predicted, target) VALUES (?, ?, ?, ?, ?, ?)",
+                [(run_id, split, task, len(p["predicted"]), pack_ints(p["predicted"]), pack_ints(p["target"]))
+                 for split, tasks in predictions.items() for task, p in tasks.items()])
+        return run_id
+
+    # -- reading
+
+    def runs(self, *, method: str | None = None, suite: str | None = None, sweep: str | None = None,
+             kind: str | None = "fused", ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        """Stored runs (without their full reports), oldest first, filtered by the arguments given.
+
+        ``suite`` matches the model pool or the task pool's name; ``kind=None`` returns every kind.
+        """
+        clauses, args = [], []
+        for column, value in (("method", method), ("sweep", sweep), ("kind", kind)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if suite is not None:
+            clauses.append("(modelpool = ? OR taskpool = ?)")
+            args += [suite, suite]
+        if ids is not None:
+            ids = list(ids)
+            clauses.append(f"id IN ({', '.join('?' * len(ids))})")
+            args += ids
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.db.execute(
+            "SELECT id, cell_key, sweep, kind, method, hyperparameters, modelpool, modelpool_options, taskpool,"
+            f" taskpool_options, seed, split, test_accuracy, validation_accuracy, wall_s, cost, recorded_at FROM runs{where}"
+            " ORDER BY id", args).fetchall()
+        out = []
+        for row in rows:
+            (run_id, key, sweep_name, run_kind, run_method, hps, mp, mp_opts, tp, tp_opts, seed, split,
+             test_acc, val_acc, wall, cost, recorded) = row
+            out.append({
+                "id": run_id, "key": key, "sweep": sweep_name, "kind": run_kind, "method": run_method,
+                "hyperparameters": json.loads(hps), "modelpool": {"name": mp, **json.loads(mp_opts)},
+                "taskpool": {"name": tp, **json.loads(tp_opts)}, "seed": seed, "split": split,
+                "test_accuracy": test_acc, "validation_accuracy": val_acc, "wall_s": wall,
+                "cost": json.loads(cost), "recorded_at": recorded,
+            })
+        return out
+
+    def metrics(self, run_ids: Iterable[int]) -> dict[int, dict[str, dict[str, dict[str, float]]]]:
+        """``{run_id: {split: {task: {metric: value}}}}`` for the runs given."""
+        ids = list(run_ids)
+        out: dict[int, dict[str, dict[str, dict[str, float]]]] = {i: {} for i in ids}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for run_id, split, task, metric, value in self.db.execute(
+                    f"SELECT run_id, split, task, metric, value FROM metrics WHERE run_id IN ({', '.join('?' * len(chunk))})"
+                    " ORDER BY rowid", chunk):
+                out[run_id].setdefault(split, {}).setdefault(task, {})[metric] = value
+        return out
+
+    def find(self, ref: str | int) -> dict[str, Any]:
+        """One run by id, or by a unique prefix of its cell key (at least 6 characters)."""
+        text = str(ref)
+        if text.isdigit():
+            rows = self.runs(ids=[int(text)], kind=None)
+        elif len(text) >= 6:
+            ids = [r[0] for r in self.db.execute("SELECT id FROM runs WHERE cell_key LIKE ?", (text + "%",))]
+            if len(ids) > 1:
+                raise StoreError(f"run '{text}' is ambiguous in result store '{self.path}': {len(ids)} cell keys start so")
+            rows = self.runs(ids=ids, kind=None) if ids else []
+        else:
+            rows = []
+        if not rows:
+            raise StoreError(f"no run '{text}' in result store '{self.path}' (give a run id or a cell-key prefix of 6+ characters)")
+        return rows[0]
+
+    def report(self, run_id: int) -> dict[str, Any]:
+        """The stored report of one run."""
+        row = self.db.execute("SELECT report FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id} in result store '{self.path}'")
+        return json.loads(row[0])
+
+    def predictions(self, run_id: int, split: str = "test") -> dict[str, dict[str, list[int]]]:
+        """``{task: {"predicted": [...], "target": [...]}}`` of one run's split (empty when none were stored)."""
+        return {task: {"predicted": unpack_ints(pred), "target": unpack_ints(target)}
+                for task, pred, target in self.db.execute(
+                    "SELECT task, predicted, target FROM predictions WHERE run_id = ? AND split = ? ORDER BY rowid",
+                    (run_id, split))}
+
+    def check(self) -> str:
+        """``PRAGMA integrity_check``: ``"ok"`` when the database is sound."""
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+@contextmanager
+def open_store(path: Path | str | None = None) -> Iterator[ResultStore]:
+    """Open the store at ``path`` (default: :func:`default_store_path`) and close it afterwards."""
+    store = ResultStore(path)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def store_path_from_env(path: Path | str | None) -> Path:
+    """``path`` when given, else ``$FUSIONBENCH_STORE`` when set, else :func:`default_store_path`."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("FUSIONBENCH_STORE")
+    return Path(env) if env else default_store_path()

@@ -1,0 +1,482 @@
+"""``fb sweep``: methods × hyperparameter grids × seeds × suites, one run per cell, resumable.
+
+A sweep file::
+
+    name: lambda-sweep                 # optional label stored with every run
+    methods:
+      task_arithmetic: {scaling_factor: [0.1, 0.3, 0.5]}   # a list is a grid axis
+      ties: {scaling_factor: [0.3, 0.5], density: 0.2}      # a scalar is fixed
+      simple_average: {}
+    seeds: [0, 1, 2]
+    suites:
+      - tiny                                               # model pool = task pool = tiny
+      - {modelpool: {name: tiny, n_models: 2}, taskpool: {name: tiny, n_models: 2}}
+    select_on: validation              # or test; the command line's --select-on wins
+    reference: true                    # also score the pretrained and each fine-tuned model
+
+Each cell runs through :func:`fusionbench_core.run.execute` (nothing is written to ``fb-runs``)
+and is recorded in the result store in one transaction once it is complete. Its key
+(:func:`cell_key`) hashes the method and its parsed hyperparameters (defaults included), both
+pools' names and parsed options, the seed, the splits scored, the pools' fingerprints
+(:class:`~fusionbench_core.protocols.Fingerprinted`) and the code version (:func:`code_version`).
+A cell whose key is stored is skipped, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.metadata
+import inspect
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ComponentSpec, RunConfig
+from ..errors import ConfigError
+
+__all__ = ["Cell", "Suite", "SweepSpec", "cell_key", "code_version", "load_spec", "run_sweep"]
+
+SPEC_KEYS = ("name", "methods", "seeds", "suites", "select_on", "reference")
+SELECT_ON = ("validation", "test")
+KEY_FORMAT = 1
+"""Bumped when the contents of a cell key change meaning."""
+
+
+@dataclass
+class Suite:
+    """A model pool and the task pool its fused models are scored on."""
+
+    modelpool: ComponentSpec
+    taskpool: ComponentSpec
+
+    @property
+    def label(self) -> str:
+        """``modelpool`` when both share a name and carry no options, else ``modelpool→taskpool`` with options."""
+        def text(spec: ComponentSpec) -> str:
+            opts = ",".join(f"{k}={v}" for k, v in sorted(spec.options.items()))
+            return spec.name + (f"[{opts}]" if opts else "")
+
+        mp, tp = text(self.modelpool), text(self.taskpool)
+        return mp if mp == tp else f"{mp}→{tp}"
+
+
+@dataclass
+class Cell:
+    """One run of a sweep: a method with one point of its grid, on one suite, with one seed."""
+
+    method: str
+    hyperparameters: dict[str, Any]
+    suite: Suite
+    seed: int
+    key: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The method's parsed hyperparameters, defaults included (filled by :func:`plan_cells`)."""
+    payload: dict[str, Any] = field(default_factory=dict)
+    """What :attr:`key` hashes (stored with the run as ``report["cell"]``)."""
+
+    def config(self) -> RunConfig:
+        """The run configuration of this cell (fresh copies of every spec)."""
+        return RunConfig(ComponentSpec(self.method, dict(self.hyperparameters)),
+                         copy.deepcopy(self.suite.modelpool), copy.deepcopy(self.suite.taskpool), self.seed)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return {"key": self.key, "method": self.method, "hyperparameters": self.settings or self.hyperparameters,
+                "modelpool": {"name": self.suite.modelpool.name, **self.suite.modelpool.options},
+                "taskpool": {"name": self.suite.taskpool.name, **self.suite.taskpool.options},
+                "suite": self.suite.label, "seed": self.seed}
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep file."""
+
+    name: str
+    methods: list[tuple[str, dict[str, list[Any]]]]
+    seeds: list[int]
+    suites: list[Suite]
+    select_on: str = "validation"
+    reference: bool = True
+
+    def cells(self) -> list[Cell]:
+        """Every cell, suite by suite, method by method, grid point by grid point (axes in file order), seed by seed."""
+        out = []
+        for suite in self.suites:
+            for method, grid in self.methods:
+                axes = list(grid)
+                for values in itertools.product(*(grid[a] for a in axes)):
+                    for seed in self.seeds:
+                        out.append(Cell(method, dict(zip(axes, values)), suite, seed))
+        return out
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits each cell scores: validation and test under validation selection, else the pool's own."""
+        return ("validation", "test") if self.select_on == "validation" else ()
+
+
+def load_spec(path: Path, *, select_on: str | None = None) -> SweepSpec:
+    """Read and check a sweep file; ``select_on`` (from ``--select-on``) overrides the file's."""
+    import yaml
+
+    where = f"sweep file '{path}'"
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"{where}{f' line {mark.line + 1}' if mark else ''}: not valid YAML") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    for key in data:
+        if key not in SPEC_KEYS:
+            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(SPEC_KEYS)})")
+    methods = data.get("methods")
+    if isinstance(methods, list):
+        methods = {m: {} for m in methods} if all(isinstance(m, str) for m in methods) else None
+    if not isinstance(methods, dict) or not methods:
+        raise ConfigError(f"{where}: 'methods' must map each method to its grid, e.g. {{ties: {{scaling_factor: [0.3, 0.5]}}}}")
+    parsed_methods = []
+    for name, grid in methods.items():
+        grid = grid or {}
+        if not isinstance(grid, dict):
+            raise ConfigError(f"{where}: the grid of method '{name}' must be a mapping of hyperparameters")
+        axes = {}
+        for hp, values in grid.items():
+            values = values if isinstance(values, list) else [values]
+            if not values:
+                raise ConfigError(f"{where}: hyperparameter '{name}.{hp}' has an empty list of values")
+            axes[str(hp)] = values
+        parsed_methods.append((str(name), axes))
+    seeds = data.get("seeds", [0])
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    try:
+        seeds = [int(s) for s in seeds]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: 'seeds' must be a list of integers") from exc
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: 'seeds' must be a non-empty list of distinct integers")
+    suites_value = data.get("suites")
+    if isinstance(suites_value, (str, dict)):
+        suites_value = [suites_value]
+    if not isinstance(suites_value, list) or not suites_value:
+        raise ConfigError(f"{where}: 'suites' must list suite names or {{modelpool: ..., taskpool: ...}} mappings")
+    suites = []
+    for i, item in enumerate(suites_value):
+        if isinstance(item, dict) and "modelpool" in item:
+            unknown = set(item) - {"modelpool", "taskpool"}
+            if unknown:
+                raise ConfigError(f"{where}: suites[{i}]: unknown key '{sorted(unknown)[0]}' (known: modelpool, taskpool)")
+            mp = ComponentSpec.parse(item["modelpool"], f"{where}: suites[{i}].modelpool")
+            tp = ComponentSpec.parse(item.get("taskpool", mp.name), f"{where}: suites[{i}].taskpool")
+        else:
+            mp = ComponentSpec.parse(item, f"{where}: suites[{i}]")
+            tp = ComponentSpec(mp.name, dict(mp.options))
+        suites.append(Suite(mp, tp))
+    chosen = select_on or data.get("select_on", "validation")
+    if chosen not in SELECT_ON:
+        raise ConfigError(f"{where}: select_on must be one of {', '.join(SELECT_ON)}, got '{chosen}'")
+    name = str(data.get("name") or Path(path).stem)
+    return SweepSpec(name, parsed_methods, seeds, suites, chosen, bool(data.get("reference", True)))
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def _source_digest(obj: Any) -> str | None:
+    try:
+        path = inspect.getsourcefile(obj if inspect.isclass(obj) or inspect.ismodule(obj) else type(obj))
+    except TypeError:
+        return None
+    if not path or not os.path.exists(path):
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def code_version(host: Any, *components: Any) -> dict[str, Any]:
+    """What the code of a cell is: installed distribution versions and the source digests of its components.
+
+    The versions are Python's, fusionbench-core's, torch's (when installed, imported or not) and every
+    loaded plugin distribution's; ``sources`` digests the files defining ``components`` (the method and
+    pool classes) and the run program, so editing a method's file changes its cells' keys even
+    without a version bump.
+    """
+    from .. import run as run_module
+    from ..run import versions
+
+    found = dict(versions(host))
+    try:
+        found["torch"] = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    sources = {"fusionbench_core.run": _source_digest(run_module)}
+    for component in components:
+        cls = component if inspect.isclass(component) else type(component)
+        sources[f"{cls.__module__}:{cls.__qualname__}"] = _source_digest(cls)
+    return {"versions": dict(sorted(found.items())), "sources": dict(sorted(sources.items()))}
+
+
+def cell_key(payload: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``payload`` (what :func:`plan_cells` puts in a cell's key)."""
+    text = json.dumps({"key_format": KEY_FORMAT, **payload}, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def pool_fingerprint(pool: Any) -> str | None:
+    """The pool's ``fingerprint()`` when it offers :class:`~fusionbench_core.protocols.Fingerprinted`, else ``None``."""
+    from ..protocols import Fingerprinted
+
+    return pool.fingerprint() if isinstance(pool, Fingerprinted) else None
+
+
+@dataclass
+class SuiteInputs:
+    """What the keys of one suite's cells need: parsed pool options, fingerprints, pool classes."""
+
+    modelpool_options: dict[str, Any]
+    taskpool_options: dict[str, Any]
+    fingerprints: dict[str, str | None]
+    classes: tuple[Any, Any]
+
+
+def inspect_suite(suite: Suite, host: Any) -> SuiteInputs:
+    """Build the suite's pools once to parse their options and read their fingerprints."""
+    from ..run import instantiate
+
+    mp_spec, tp_spec = copy.deepcopy(suite.modelpool), copy.deepcopy(suite.taskpool)
+    modelpool = instantiate(host, "modelpool", mp_spec)
+    taskpool = instantiate(host, "taskpool", tp_spec)
+    return SuiteInputs(mp_spec.options, tp_spec.options,
+                       {"modelpool": pool_fingerprint(modelpool), "taskpool": pool_fingerprint(taskpool)},
+                       (type(modelpool), type(taskpool)))
+
+
+def plan_cells(spec: SweepSpec, host: Any) -> tuple[list[Cell], list[dict[str, Any]]]:
+    """Check every cell (hyperparameters parsed and range-checked) and compute its key.
+
+    Returns the cells and the reference jobs (one per suite when ``spec.reference``: the pretrained
+    model and each fine-tuned model scored on the suite's task pool, keyed like cells).
+    """
+    from ..run import instantiate
+
+    inputs: dict[int, SuiteInputs] = {}
+    for i, suite in enumerate(spec.suites):
+        inputs[i] = inspect_suite(suite, host)
+    cells = spec.cells()
+    algorithms: dict[str, Any] = {}
+    for cell in cells:
+        suite_inputs = inputs[spec.suites.index(cell.suite)]
+        algorithm = instantiate(host, "method", ComponentSpec(cell.method, dict(cell.hyperparameters)))
+        algorithms.setdefault(cell.method, algorithm)
+        cell.settings = getattr(algorithm, "settings", None) or dict(cell.hyperparameters)
+        cell.payload = {
+            "method": cell.method, "hyperparameters": cell.settings,
+            "modelpool": {"name": cell.suite.modelpool.name, **suite_inputs.modelpool_options},
+            "taskpool": {"name": cell.suite.taskpool.name, **suite_inputs.taskpool_options},
+            "seed": cell.seed, "splits": list(spec.splits), "inputs": suite_inputs.fingerprints,
+            "code": code_version(host, type(algorithm), *suite_inputs.classes),
+        }
+        cell.key = cell_key(cell.payload)
+    references = []
+    if spec.reference:
+        for i, suite in enumerate(spec.suites):
+            suite_inputs = inputs[i]
+            base = {"modelpool": {"name": suite.modelpool.name, **suite_inputs.modelpool_options},
+                    "taskpool": {"name": suite.taskpool.name, **suite_inputs.taskpool_options},
+                    "inputs": suite_inputs.fingerprints, "code": code_version(host, *suite_inputs.classes)}
+            references.append({"suite": suite, "keys": {kind: cell_key({"reference": kind, **base})
+                                                        for kind in ("pretrained", "individual")}})
+    return cells, references
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did, cell by cell (``status``: ``done``, ``stored`` or ``left``)."""
+
+    rows: list[dict[str, Any]]
+    interrupted: bool = False
+
+    def counts(self) -> dict[str, int]:
+        """How many cells have each status."""
+        out = {"done": 0, "stored": 0, "left": 0}
+        for row in self.rows:
+            out[row["status"]] = out.get(row["status"], 0) + 1
+        return out
+
+
+class SweepProgress:
+    """Cells done / running / left and the ETA on stderr: a rich bar on a terminal, else one line per cell."""
+
+    def __init__(self, total: int, already: int):
+        self.total, self.done, self.running = total, already, 0
+        self.started = time.perf_counter()
+        self.ran = 0
+        self.enabled = os.environ.get("FUSIONBENCH_PROGRESS", "1") != "0"
+        self.bar = None
+        if self.enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]sweep"), BarColumn(),
+                                TextColumn("{task.fields[done]} done · {task.fields[running]} running · "
+                                           "{task.fields[left]} left"),
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                console=Console(file=sys.stderr, stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("sweep", total=total, completed=already, done=already, running=0,
+                                          left=total - already)
+
+    def eta(self) -> float | None:
+        """Seconds left at the mean pace of the cells run so far."""
+        if not self.ran:
+            return None
+        return (time.perf_counter() - self.started) / self.ran * (self.total - self.done)
+
+    def start(self, cell: Cell) -> None:
+        """A cell starts."""
+        self.running = 1
+        if self.bar is not None:
+            self.bar.update(self.task, running=1, left=self.total - self.done - 1)
+
+    def finish(self, cell: Cell, summary: str) -> None:
+        """A cell is recorded."""
+        self.running, self.done, self.ran = 0, self.done + 1, self.ran + 1
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, done=self.done, running=0, left=self.total - self.done)
+        elif self.enabled:
+            eta = self.eta()
+            eta_text = f", ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
+            print(f"[{self.done}/{self.total}] {summary}{eta_text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _hp_text(settings: dict[str, Any]) -> str:
+    return "".join(f" {k}={v}" for k, v in settings.items())
+
+
+def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = False,
+              execute: Callable[..., dict[str, Any]] | None = None) -> SweepResult:
+    """Run every cell of ``spec`` not yet in ``store``, serially in this process, recording each when complete.
+
+    References (pretrained and individual models) come first, then the cells in :meth:`SweepSpec.cells`
+    order. ``KeyboardInterrupt`` stops the sweep between or inside a cell without recording that cell;
+    the result then has ``interrupted`` set and the unfinished cells ``left``. ``execute`` replaces
+    :func:`fusionbench_core.run.execute` (tests).
+    """
+    from ..plugins import get_host
+    from ..run import evaluate_models
+    from ..run import execute as run_execute
+
+    host = host or get_host()
+    execute = execute or run_execute
+    cells, references = plan_cells(spec, host)
+    stored = store.keys()
+    rows = []
+    for ref in references:
+        for kind, key in ref["keys"].items():
+            rows.append({"key": key, "kind": kind, "method": f"_{kind}_", "hyperparameters": {},
+                         "suite": ref["suite"].label, "seed": None,
+                         "status": "stored" if key in stored else "left"})
+    for cell in cells:
+        rows.append({**cell.describe(), "kind": "fused", "status": "stored" if cell.key in stored else "left"})
+    result = SweepResult(rows)
+    if dry_run:
+        return result
+    by_key = {row["key"]: row for row in rows}
+    progress = SweepProgress(len(rows), sum(row["status"] == "stored" for row in rows))
+    try:
+        for ref in references:
+            keys = ref["keys"]
+            if all(by_key[k]["status"] == "stored" for k in keys.values()):
+                continue
+            suite = ref["suite"]
+            started = time.perf_counter()
+            scores = evaluate_models(copy.deepcopy(suite.modelpool), copy.deepcopy(suite.taskpool), host=host)
+            wall = round(time.perf_counter() - started, 3)
+            for kind, key in keys.items():
+                if by_key[key]["status"] == "stored":
+                    continue
+                report = reference_report(kind, scores, suite, host, wall)
+                if report is None:
+                    by_key[key]["status"] = "stored"  # nothing to record (e.g. no pretrained model)
+                    continue
+                store.add(key, report, sweep=spec.name, kind=kind)
+                by_key[key]["status"] = "done"
+                by_key[key]["average"] = report["average"].get("accuracy")
+                progress.finish(None, f"{kind} models on {suite.label}")
+        for cell in cells:
+            row = by_key[cell.key]
+            if row["status"] == "stored":
+                continue
+            if store.has(cell.key):  # another sweep recorded it meanwhile
+                row["status"] = "stored"
+                progress.finish(cell, f"{cell.method}{_hp_text(cell.settings)} seed={cell.seed}: stored by another sweep")
+                continue
+            progress.start(cell)
+            report = execute(cell.config(), host, write=False, splits=spec.splits, predictions=True)
+            store.add(cell.key, {**report, "cell": {"key": cell.key, **cell.payload}}, sweep=spec.name)
+            row["status"] = "done"
+            row["test_accuracy"] = _split_accuracy(report, "test")
+            row["validation_accuracy"] = _split_accuracy(report, "validation")
+            row["wall_s"] = report.get("cost", {}).get("wall_s")
+            acc = row["test_accuracy"]
+            progress.finish(cell, f"{cell.method}{_hp_text(cell.settings)} on {cell.suite.label} seed={cell.seed}: "
+                                  f"test accuracy {acc:.4f}" if acc is not None else f"{cell.method} done")
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        progress.close()
+    return result
+
+
+def _split_accuracy(report: dict[str, Any], split: str) -> float | None:
+    if "splits" in report:
+        return (report["splits"].get(split) or {}).get("average", {}).get("accuracy")
+    return report.get("average", {}).get("accuracy") if split == "test" else None
+
+
+def reference_report(kind: str, scores: dict[str, dict[str, Any]], suite: Suite, host: Any,
+                     wall_s: float) -> dict[str, Any] | None:
+    """The report of a reference run from :func:`fusionbench_core.run.evaluate_models` scores.
+
+    ``pretrained``: the pretrained model on every task; ``individual``: each fine-tuned model on its
+    own task (model names equal to task names). ``None`` when the suite has no such models.
+    """
+    from ..protocols import PRETRAINED, EvaluationReport
+    from ..run import versions
+
+    if kind == "pretrained":
+        if PRETRAINED not in scores:
+            return None
+        tasks = scores[PRETRAINED]["tasks"]
+    else:
+        tasks = {name: result["tasks"][name] for name, result in scores.items()
+                 if name != PRETRAINED and name in result["tasks"]}
+        if not tasks:
+            return None
+    average = EvaluationReport(dict(tasks)).average
+    return {"method": f"_{kind}_", "hyperparameters": {}, "requirement": "data-free",
+            "modelpool": {"name": suite.modelpool.name, **suite.modelpool.options},
+            "taskpool": {"name": suite.taskpool.name, **suite.taskpool.options},
+            "tasks": tasks, "average": average, "cost": {"wall_s": wall_s}, "seed": 0,
+            "versions": versions(host), "split": str(suite.taskpool.options.get("split", "test"))}
+
+
+def iter_rows(result: SweepResult) -> Iterator[dict[str, Any]]:
+    """The rows of a sweep result (for listings)."""
+    yield from result.rows
