@@ -82,12 +82,12 @@ def test_a_lora_expert_is_the_pretrained_tower_plus_scaled_b_a(lora_root):
         expected = _expected(lora_root, task, base)
         assert len(expected) == 2 * 2  # two layers × (q, v)
         for key, value in expected.items():
-            assert not torch.allclose(merged[key].double(), base[key].double(), atol=1e-4), f"{task}: {key} = pretrained"
+            assert not torch.allclose(merged[key].double(), base[key].double(), atol=1e-4), f"{task}: {key} unchanged"
             torch.testing.assert_close(merged[key].double(), value, atol=1e-6, rtol=0)
     tensors = pool.tensors("dtd")
     key = "vision_model.encoder.layers.1.self_attn.v_proj.weight"
-    torch.testing.assert_close(tensors.get(key).double(), _expected(lora_root, "dtd", base)[key.removeprefix("vision_model.")],
-                               atol=1e-6, rtol=0)
+    expected = _expected(lora_root, "dtd", base)[key.removeprefix("vision_model.")]
+    torch.testing.assert_close(tensors.get(key).double(), expected, atol=1e-6, rtol=0)
 
 
 class NestedVisionModel(torch.nn.Module):
@@ -127,7 +127,8 @@ def test_an_adapter_that_fits_no_module_is_an_error_not_the_pretrained_model(lor
     moved = {k.replace("base_model.model.", "base_model.model.vision_model."): v for k, v in tensors.items()}
     save_file(moved, str(target / "adapter_model.safetensors"))
     monkeypatch.setenv("FUSIONBENCH_MODEL_ROOT", f"{tmp_path}:{lora_root}")
-    with pytest.raises(ModelLoadError, match=r"does not fit the CLIP vision tower: its tensor 'base_model\.model\.vision_model\."):
+    misfit = r"does not fit the CLIP vision tower: its tensor 'base_model\.model\.vision_model\."
+    with pytest.raises(ModelLoadError, match=misfit):
         _pool().load_model("svhn")
 
 

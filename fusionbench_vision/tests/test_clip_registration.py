@@ -57,7 +57,7 @@ def test_fb_modelpools_lists_every_suite_with_tasks_and_ids(fb_cli):
     assert result.exit_code == 0, result.stderr
     rows = {row["name"]: row for row in result.json}
     for name, suite in SUITES.items():
-        assert rows[name]["tasks"] == suite.tasks
+        assert rows[name]["tasks"] == suite.expert_tasks
         assert rows[name]["pretrained"] == suite.pretrained_id
     assert rows["clip-vit-l14-tall20"]["models"]["emnist_letters"] == "tanganke/clip-vit-large-patch14_emnist_letters"
     assert rows["clip-vit-b16-ta8-lora16"]["models"]["dtd"] == "tanganke/clip-vit-base-patch16_dtd_lora-16"
@@ -117,3 +117,24 @@ def test_clip_evaluation_is_fp32_by_default_on_every_device():
     assert autocast_dtype(pool.precision, torch.device("cuda")) is None  # upstream: Fabric precision null
     assert autocast_dtype("fp16", torch.device("cuda")) is torch.float16  # opt-in
     assert autocast_dtype("auto", torch.device("cuda")) is torch.float16
+
+
+def test_upstreams_named_suites_exist_with_their_task_lists():
+    for backbone in ("b32", "b16", "l14"):
+        for n in (10, 12, 16, 18):
+            assert SUITES[f"clip-vit-{backbone}-tall{n}"].tasks == TALL20[:n]
+    assert TALL20[:10][-2:] == ["oxford_flowers102", "pcam"] and TALL20[:18][-1] == "emnist_letters"
+    exp1, exp2 = SUITES["clip-vit-b32-generalization-exp1"], SUITES["clip-vit-b32-generalization-exp2"]
+    assert exp1.expert_tasks == ["sun397", "stanford-cars", "resisc45", "dtd", "svhn", "gtsrb"]
+    assert exp1.unseen == ["mnist", "eurosat"] and exp1.tasks == exp1.expert_tasks + exp1.unseen
+    assert exp2.expert_tasks == ["sun397", "stanford-cars", "gtsrb", "eurosat", "dtd", "mnist"]
+    assert exp2.unseen == ["resisc45", "svhn"]
+    assert set(exp1.expert_ids) == set(exp1.expert_tasks)
+
+
+def test_robustness_beyond_b32_says_it_has_no_upstream_reference(fb_cli):
+    rows = {row["name"]: row for row in fb_cli("taskpools", "--json").json}
+    assert rows["clip-vit-b32-robustness"]["upstream_reference"] is True
+    for name in ("clip-vit-b16-robustness", "clip-vit-l14-robustness"):
+        assert rows[name]["upstream_reference"] is False and "no upstream reference" in rows[name]["summary"]
+    assert all(rows[name]["upstream_reference"] for name in SUITES if "robustness" not in name)

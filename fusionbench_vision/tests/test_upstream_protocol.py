@@ -84,3 +84,22 @@ def test_the_task_pool_scores_with_upstreams_class_names_when_asked(clip_roots, 
     differs = [i for i in range(100) if not torch.allclose(fixed_head[i], upstream_head[i])]
     assert differs == [26]
     assert reports["fixed"]["loss"] != reports["upstream"]["loss"]
+
+
+def test_generalisation_suite_merges_the_seen_experts_and_reports_seen_and_unseen_apart(clip_roots, fb_cli):
+    from fusionbench_vision.modelpool import CLIPVisionModelPool
+    from fusionbench_vision.suites import SUITES
+
+    suite = SUITES["clip-vit-b32-generalization-exp1"]
+    assert CLIPVisionModelPool(suite.name).model_names == suite.expert_tasks
+    result = fb_cli("run", "-m", "task_arithmetic", "-p", suite.name, "-s", "taskpool.num_workers=0",
+                    "-o", str(clip_roots[0].parent / "run-exp1"), "--json")
+    assert result.exit_code == 0, result.stderr
+    rows, average = result.json["tasks"], result.json["average"]
+    assert list(rows) == suite.tasks
+    seen = [rows[t]["accuracy"] for t in suite.expert_tasks]
+    unseen = [rows[t]["accuracy"] for t in ("mnist", "eurosat")]
+    assert average["seen_accuracy"] == pytest.approx(sum(seen) / 6)
+    assert average["unseen_accuracy"] == pytest.approx(sum(unseen) / 2)
+    assert average["accuracy"] == pytest.approx((sum(seen) + sum(unseen)) / 8)
+    assert all(("unseen_accuracy" in rows[t]) is (t in suite.unseen) for t in suite.tasks)

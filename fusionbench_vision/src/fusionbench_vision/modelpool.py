@@ -65,11 +65,11 @@ class CLIPVisionModelPool:
         self.name = name
         self.pretrained_id = pretrained or self.suite.pretrained_id
         owner = f"model pool '{self.name}'"
-        self._tasks = [str(t) for t in (tasks or [])] or self.suite.tasks
+        self._tasks = [str(t) for t in (tasks or [])] or self.suite.expert_tasks
         for task in self._tasks:
-            if task not in self.suite.tasks:
-                raise UnknownComponentError("task", task, self.suite.tasks, owner=owner)
-        overrides = parse_overrides(list(models or []), self.suite.tasks, owner)
+            if task not in self.suite.expert_tasks:
+                raise UnknownComponentError("task", task, self.suite.expert_tasks, owner=owner)
+        overrides = parse_overrides(list(models or []), self.suite.expert_tasks, owner)
         self.model_ids = {task: overrides.get(task, self.suite.expert_id(task)) for task in self._tasks}
         self.device = device
         if classnames not in CLASSNAME_SETS:

@@ -18,15 +18,18 @@ TASKPOOL = "fusionbench_vision.taskpool:CLIPZeroShotTaskPool"
 ROBUSTNESS_TASKPOOL = "fusionbench_vision.taskpool:CLIPRobustnessTaskPool"
 
 
-def _metadata(suite) -> dict:
+def _metadata(suite, tasks: list[str]) -> dict:
     meta = {
-        "tasks": suite.tasks,
+        "tasks": tasks,
         "pretrained": suite.pretrained_id,
         "models": suite.expert_ids,
         "variant": suite.variant,
+        "upstream_reference": suite.upstream_reference,
     }
     if suite.robustness:
         meta["corruptions"] = CORRUPTIONS
+    if suite.unseen:
+        meta["seen"], meta["unseen"] = suite.expert_tasks, suite.unseen
     return meta
 
 
@@ -44,7 +47,7 @@ def _datasets(suite) -> dict[str, str]:
 def register_modelpools(register):
     """Register the CLIP vision model pool under each suite's name, e.g. ``clip-vit-b32-ta8``."""
     for suite in SUITES.values():
-        register(suite.name, MODELPOOL, summary=suite.summary, **_metadata(suite))
+        register(suite.name, MODELPOOL, summary=suite.summary, **_metadata(suite, suite.expert_tasks))
 
 
 @hookimpl
@@ -52,4 +55,4 @@ def register_taskpools(register):
     """Register the zero-shot CLIP task pool under each suite's name (the robustness pool for robustness suites)."""
     for suite in SUITES.values():
         target = ROBUSTNESS_TASKPOOL if suite.robustness else TASKPOOL
-        register(suite.name, target, summary=suite.summary, datasets=_datasets(suite), **_metadata(suite))
+        register(suite.name, target, summary=suite.summary, datasets=_datasets(suite), **_metadata(suite, suite.tasks))

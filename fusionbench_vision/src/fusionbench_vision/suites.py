@@ -24,7 +24,15 @@ TALL20 = TALL14 + ["cifar10", "food101", "fashion_mnist", "emnist_letters", "kmn
 ROBUSTNESS_TASKS = ["stanford-cars", "eurosat", "resisc45", "gtsrb"]
 """The four tasks whose test sets upstream corrupts for the robustness experiments."""
 
-TASK_LISTS = {"ta8": TA8, "tall14": TALL14, "tall20": TALL20, "robustness": ROBUSTNESS_TASKS}
+GENERALIZATION = {
+    "exp1": (["sun397", "stanford-cars", "resisc45", "dtd", "svhn", "gtsrb"], ["mnist", "eurosat"]),
+    "exp2": (["sun397", "stanford-cars", "gtsrb", "eurosat", "dtd", "mnist"], ["resisc45", "svhn"]),
+}
+"""Upstream's generalisation experiments: (seen tasks, with experts; unseen tasks, evaluated only)."""
+
+TASK_LISTS = {"ta8": TA8, "tall10": TALL20[:10], "tall12": TALL20[:12], "tall14": TALL14, "tall16": TALL20[:16],
+              "tall18": TALL20[:18], "tall20": TALL20, "robustness": ROBUSTNESS_TASKS,
+              **{name: seen + unseen for name, (seen, unseen) in GENERALIZATION.items()}}
 
 CORRUPTIONS = ["motion_blur", "impulse_noise", "gaussian_noise", "pixelate", "spatter", "contrast", "jpeg_compression"]
 """The seven corruptions of the robustness suite, in upstream's names."""
@@ -38,7 +46,7 @@ class SuiteSpec:
     backbone: str
     """``b32``, ``b16`` or ``l14``."""
     task_list: str
-    """``ta8``, ``tall14``, ``tall20`` or ``robustness``."""
+    """A key of :data:`TASK_LISTS`: ``ta8``, ``tall10`` … ``tall20``, ``robustness``, ``exp1`` or ``exp2``."""
     variant: str = "full"
     """``full`` (fully fine-tuned vision towers) or ``lora16`` (LoRA r=16 adapters on the vision tower)."""
 
@@ -49,8 +57,23 @@ class SuiteSpec:
 
     @property
     def tasks(self) -> list[str]:
-        """The tasks, in report order."""
+        """The tasks evaluated, in report order (seen, then unseen, for a generalisation suite)."""
         return list(TASK_LISTS[self.task_list])
+
+    @property
+    def unseen(self) -> list[str]:
+        """Tasks evaluated without an expert in the pool (generalisation suites; empty otherwise)."""
+        return list(GENERALIZATION[self.task_list][1]) if self.task_list in GENERALIZATION else []
+
+    @property
+    def expert_tasks(self) -> list[str]:
+        """The tasks with an expert in the model pool."""
+        return [task for task in self.tasks if task not in self.unseen]
+
+    @property
+    def upstream_reference(self) -> bool:
+        """Whether upstream FusionBench has this suite (it has robustness for ViT-B/32 only)."""
+        return not (self.robustness and self.backbone != "b32")
 
     @property
     def robustness(self) -> bool:
@@ -66,22 +89,28 @@ class SuiteSpec:
     @property
     def expert_ids(self) -> dict[str, str]:
         """Task → expert hub id."""
-        return {task: self.expert_id(task) for task in self.tasks}
+        return {task: self.expert_id(task) for task in self.expert_tasks}
 
     @property
     def summary(self) -> str:
         """One line for ``fb modelpools`` / ``fb taskpools``."""
         kind = {"full": "experts", "lora16": "LoRA-16 experts"}[self.variant]
         what = "robustness (7 corruptions)" if self.robustness else self.task_list.upper()
-        return f"CLIP {self.pretrained_id} + {len(self.tasks)} {kind}, {what}"
+        if self.unseen:
+            what = f"generalisation {self.task_list} (unseen: {', '.join(self.unseen)})"
+        note = "" if self.upstream_reference else " (no upstream reference)"
+        return f"CLIP {self.pretrained_id} + {len(self.expert_tasks)} {kind}, {what}{note}"
 
 
 def _build() -> dict[str, SuiteSpec]:
     suites: dict[str, SuiteSpec] = {}
     for backbone in BACKBONES:
-        for task_list in ("ta8", "tall14", "tall20", "robustness"):
+        for task_list in ("ta8", "tall10", "tall12", "tall14", "tall16", "tall18", "tall20", "robustness"):
             name = f"clip-vit-{backbone}-{task_list}"
             suites[name] = SuiteSpec(name, backbone, task_list)
+    for experiment in GENERALIZATION:  # upstream runs these on ViT-B/32 only
+        name = f"clip-vit-b32-generalization-{experiment}"
+        suites[name] = SuiteSpec(name, "b32", experiment)
     suites["clip-vit-b16-ta8-lora16"] = SuiteSpec("clip-vit-b16-ta8-lora16", "b16", "ta8", "lora16")
     return suites
 

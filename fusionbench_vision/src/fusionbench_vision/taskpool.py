@@ -142,6 +142,9 @@ class CLIPZeroShotTaskPool:
                         vision, get_task(task, self.classnames), images, batch_size=self.batch_size,
                         num_workers=self.num_workers, resident=self._device_copy(task, corruption, images),
                     )
+                    if self.suite.unseen:  # the report's average of each is then over seen / unseen tasks alone
+                        group = "unseen" if task in self.suite.unseen else "seen"
+                        report.tasks[row][f"{group}_accuracy"] = report.tasks[row]["accuracy"]
         finally:
             vision.to(previous).train(was_training)
         return report

@@ -75,7 +75,7 @@ CIFAR-100's "crab" is "cra" there (a typo), Flowers102's "pink-yellow dahlia" ca
 
 
 def get_task(name: str, classnames: str = "fixed") -> TaskSpec:
-    """The task called ``name``, with our class names or upstream's (``classnames``); a did-you-mean error if unknown."""
+    """The task called ``name`` with our class names or upstream's (``classnames``); did-you-mean if unknown."""
     tasks = all_tasks()
     if name not in tasks:
         raise UnknownComponentError("CLIP task", name, tasks)

@@ -134,7 +134,7 @@ def build_model_root(root: Path, suite: SuiteSpec, *, vision: dict[str, Any] = T
     else:
         pretrained = save_pretrained_clip(pretrained_dir, vision=vision, text=text,
                                           projection_dim=projection_dim, seed=seed)
-    for i, task in enumerate(suite.tasks):
+    for i, task in enumerate(suite.expert_tasks):
         target = root / suite.expert_id(task)
         if target.exists():
             continue
