@@ -1,0 +1,89 @@
+"""`fb plot` and `fb report` on a hand-made store; the page rendered in headless Chromium (no torch needed)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from fusionbench_core.experiments.store import open_store
+
+pytest.importorskip("matplotlib")
+
+
+def report(method, lam, seed, test, val):
+    """A two-task run report with test and validation accuracies per task."""
+    def split(values):
+        return {"tasks": {"a": {"accuracy": values[0]}, "b": {"accuracy": values[1]}},
+                "average": {"accuracy": sum(values) / 2}}
+
+    return {"method": method, "hyperparameters": {"scaling_factor": lam} if lam is not None else {},
+            "modelpool": {"name": "toy"}, "taskpool": {"name": "toy"}, "tasks": split(test)["tasks"],
+            "average": split(test)["average"], "cost": {"wall_s": 0.5}, "seed": seed, "versions": {},
+            "split": "test", "splits": {"test": split(test), "validation": split(val)}}
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    path = tmp_path / "r.sqlite3"
+    with open_store(path) as store:
+        for i, lam in enumerate((0.2, 0.5, 0.8)):
+            for seed in (0, 1):
+                store.add(f"ta-{lam}-{seed}", report("ta", lam, seed, test=(0.5 + 0.1 * i, 0.6), val=(0.6 + 0.05 * i, 0.6)))
+        store.add("avg", report("avg", None, 0, test=(0.55, 0.55), val=(0.5, 0.5)))
+        store.add("ind", report("_individual_", None, 0, test=(0.9, 0.95), val=(0.9, 0.95)), kind="individual")
+    return path
+
+
+def test_plot_writes_deterministic_pngs_and_refuses_to_overwrite(store_path, tmp_path, fb_cli):
+    out = fb_cli("plot", "--store", str(store_path), "-o", str(tmp_path / "fig"), "--json")
+    assert out.exit_code == 0, out.stderr
+    names = sorted(os.path.basename(p) for p in out.json)
+    assert names == ["heatmap-toy.png", "lambda-toy.png"]  # avg has one setting: no curve of its own
+    first = {n: (tmp_path / "fig" / n).read_bytes() for n in names}
+    assert all(data.startswith(b"\x89PNG") for data in first.values())
+    again = fb_cli("plot", "--store", str(store_path), "-o", str(tmp_path / "fig"))
+    assert again.exit_code == 1 and "exists; pass --overwrite" in again.stderr
+    assert fb_cli("plot", "--store", str(store_path), "-o", str(tmp_path / "fig"), "--overwrite").exit_code == 0
+    assert {n: (tmp_path / "fig" / n).read_bytes() for n in names} == first  # same store, same bytes
+
+
+def test_report_is_self_contained(store_path, tmp_path, fb_cli):
+    page = tmp_path / "page.html"
+    out = fb_cli("report", "--store", str(store_path), "-o", str(page))
+    assert out.exit_code == 0, out.stderr
+    text = page.read_text()
+    assert text.count('<tr data-method="') == 3 and "selected on the validation split" in text
+    assert len(re.findall(r'<img src="data:image/png;base64,', text)) == 2
+    assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing to fetch
+    assert text.count('<details class="run"') == 8
+    assert fb_cli("report", "--store", str(store_path), "-o", str(page)).exit_code == 1  # no silent overwrite
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_renders_in_headless_chromium(store_path, tmp_path, fb_cli):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail("chromium is not installed; scripts/setup.sh installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    page = tmp_path / "page.html"
+    assert fb_cli("report", "--store", str(store_path), "-o", str(page)).exit_code == 0
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=60)
+    dom = result.stdout
+    assert 'data-loaded="yes"' in dom, result.stderr[-2000:]
+    rows = re.findall(r'<tr data-method="([^"]+)">', dom)
+    assert rows == ["ta", "avg", "_individual_"]  # ta selected λ=0.8 (best validation) scores 65 % on test
+    assert re.search(r'<tr data-method="ta"><td>ta</td><td>70\.0 ± 0\.0</td><td>60\.0 ± 0\.0</td><td>65\.0 ± 0\.0</td>', dom)
+    widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
+    assert len(widths) == 2 and all(w > 100 for w in widths)  # both figures decoded and loaded
