@@ -14,7 +14,7 @@ On a CPU, mini-text's full protocol takes hours per seed (about 2 minutes per sc
 cores); ``--validation-sweep --val-examples 200 --methods ...`` is the cheaper protocol used for
 ``docs/results/mini.md``: λ swept on validation only, the selected λ and every other row on test.
 
-For every suite and seed: the pretrained model (each task scored with its head fitted on the
+For every suite and seed: the pretrained model (each task scored with its fixed cosine head, derived from the
 pretrained features), each expert on its own task ("individual"), and every installed fusion
 method at its defaults; task arithmetic and TIES also over a λ sweep 0.1…1.0, their headline row
 taking the λ with the best mean *validation* accuracy. Methods that fail are listed with their
@@ -150,8 +150,9 @@ def accuracy_on(builder, model, tasks: list[str], split: str, pool) -> dict[str,
     """Accuracy of a (fused) backbone on several tasks, each with its own head."""
     import torch
 
-    limit = VAL_EXAMPLES if split == "validation" else None
-    batch = 1024 if torch.cuda.is_available() else 128
+    cap = builder.profile_for(False).test_examples  # what the suite's task pool scores
+    limit = min(VAL_EXAMPLES, cap or VAL_EXAMPLES) if split == "validation" else cap
+    batch = 1024 if torch.cuda.is_available() else builder.eval_batch_size
     return {t: builder.evaluate(model, pool.head(t), arrays(builder, t, split, limit), batch)["accuracy"] for t in tasks}
 
 
@@ -377,12 +378,15 @@ def _suite_section(suite: str, seeds: dict[str, Any], methods: dict[str, str]) -
 
     table = ["| method | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
     averages: dict[str, float] = {}
+    per_seed: dict[str, dict[str, float]] = {}
 
     def add(title: str, label_of_seed) -> None:
         per_task, means = row_values(label_of_seed)
         if not means:
             return
         averages[title] = statistics.fmean(means)
+        per_seed[title] = {s: statistics.fmean(seeds[s]["rows"][label_of_seed(s)]["test"][t] for t in tasks)
+                           for s in seed_ids if label_of_seed(s) and "test" in seeds[s]["rows"].get(label_of_seed(s), {})}
         table.append(f"| {title} | " + " | ".join(_ms(per_task[t]) for t in tasks) + f" | **{_ms(means)}** |")
 
     add("pretrained", lambda s: "pretrained")
@@ -418,7 +422,7 @@ def _suite_section(suite: str, seeds: dict[str, Any], methods: dict[str, str]) -
                   "λ was scored on test):", ""] + sweep + [""]
     else:
         lines += ["λ sweep (test average):", ""] + sweep + [""]
-    lines += _orderings(averages, methods)
+    lines += _orderings(averages, per_seed, methods)
     if failures:
         lines += ["", "Methods that failed on this suite:", ""] + failures
     return lines + [""]
@@ -429,24 +433,57 @@ def _is_ensemble(name: str) -> bool:
     return "ensemble" in name or "predictor" in name
 
 
-def _orderings(averages: dict[str, float], methods: dict[str, str]) -> list[str]:
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
+"""Two-sided 95 % quantiles of Student's t by degrees of freedom (intervals over seeds)."""
+
+ORDERINGS = (
+    ("task_arithmetic", "simple_average", ">"),
+    ("ties", "task_arithmetic", ">="),
+    ("regmean", "task_arithmetic", ">"),
+    ("layer_wise_adamerging", "task_arithmetic", ">"),
+    ("simple_ensemble", "simple_average", ">="),
+)
+"""The orderings the field reports: (method, reference, relation)."""
+
+
+def _interval(differences: list[float]) -> str:
+    """Mean difference with its 95 % interval over seeds (Student's t), in points."""
+    mean = 100 * statistics.fmean(differences)
+    if len(differences) < 2:
+        return f"{mean:+.1f} (one seed, no interval)"
+    half = 100 * T_975[len(differences) - 1] * statistics.stdev(differences) / len(differences) ** 0.5
+    return f"{mean:+.1f} points, 95 % interval [{mean - half:+.1f}, {mean + half:+.1f}]"
+
+
+def _orderings(averages: dict[str, float], per_seed: dict[str, dict[str, float]], methods: dict[str, str]) -> list[str]:
     pre, ind = averages.get("pretrained"), averages.get("individual")
     merges = {k: v for k, v in averages.items() if k not in ("pretrained", "individual")
               and methods.get(k.split(" ")[0], "") == "data-free" and not _is_ensemble(k)}
-    out = ["Orderings the field reports (on the mean test averages above; merges = data-free weight merges, "
-           "ensembles excluded):", ""]
+    out = ["Orderings the field reports, on the test averages (differences paired by seed; the interval is over "
+           "seeds, Student's t; task arithmetic and TIES at their validation-selected λ):", ""]
     if pre is not None and ind is not None and merges:
         best_name = max(merges, key=merges.get)
         below = [k for k, v in merges.items() if not pre < v < ind]
-        out.append(f"- individual > merged > pretrained: {'holds for every merge' if not below else 'holds except for ' + ', '.join(below)} "
+        out.append(f"- individual > merged > pretrained: {'holds for every data-free merge' if not below else 'holds except for ' + ', '.join(below)} "
                    f"(individual {100 * ind:.1f}, best data-free merge {best_name} {100 * merges[best_name]:.1f}, "
                    f"pretrained {100 * pre:.1f}).")
-    avg = averages.get("simple_average")
-    for name in ("task_arithmetic", "ties"):
-        key = next((k for k in averages if k.startswith(name + " (λ")), None)
-        if key and avg is not None:
-            verdict = "holds" if averages[key] > avg else "does not hold"
-            out.append(f"- {name} > simple average: {verdict} ({100 * averages[key]:.1f} vs {100 * avg:.1f}).")
+
+    def key_of(name: str) -> str | None:
+        if name in SWEPT:
+            return next((k for k in averages if k.startswith(name + " (λ")), None)
+        return name if name in averages else None
+
+    for name, reference, relation in ORDERINGS:
+        a, b = key_of(name), key_of(reference)
+        if a is None or b is None:
+            out.append(f"- {name} {relation} {reference}: not measured here.")
+            continue
+        seeds = sorted(set(per_seed[a]) & set(per_seed[b]), key=int)
+        diffs = [per_seed[a][s] - per_seed[b][s] for s in seeds]
+        mean = statistics.fmean(diffs)
+        holds = mean > 0 if relation == ">" else mean >= 0
+        out.append(f"- {name} {relation} {reference}: {'holds' if holds else 'does not hold'}, "
+                   f"{_interval(diffs)} ({100 * averages[a]:.1f} vs {100 * averages[b]:.1f}).")
     return out
 
 

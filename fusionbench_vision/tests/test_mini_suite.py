@@ -131,6 +131,25 @@ def test_other_seed_gives_other_experts_same_pretrained(tiny):
     b = (store.expert_dir(1, "mnist") / mm.MODEL_FILE).read_bytes()
     assert a != b
     assert not list(tiny.suite_dir(profile).glob("**/.*tmp*")), "temporary files left behind"
+    # `fb suites show` says what is built, and names a build of an earlier design without using it.
+    old = tiny.suite_dir(profile).parent / "full-0123456789"
+    (old / "heads").mkdir(parents=True)
+    described = MiniVisionModelPool.describe_suite()
+    assert described["built"] == {"full": "seeds 0, 1", "quick": "not built"}
+    assert described["other builds (not used)"] == ["full-0123456789"]
+    assert described["variants"]["full"] == profile.fingerprint() != "0123456789"
+
+
+def test_the_fingerprint_names_the_design():
+    """A build of the previous design (linear-probe heads, code version 1) can never be mistaken for this one."""
+    import dataclasses
+
+    from fusionbench_core.suitekit.builder import settings_fingerprint
+
+    profile = mb.PROFILES["full"]
+    assert profile.fingerprint() == settings_fingerprint(mb.CODE_VERSION, profile)
+    assert mb.CODE_VERSION == 2 and profile.fingerprint() != settings_fingerprint(1, profile)
+    assert dataclasses.replace(profile, head_scale=100.0).fingerprint() != profile.fingerprint()
 
 
 def test_pools_follow_the_protocols(tiny):

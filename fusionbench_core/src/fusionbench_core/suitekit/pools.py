@@ -98,10 +98,22 @@ class ExpertSuiteModelPool:
 
     @classmethod
     def describe_suite(cls) -> dict[str, Any]:
-        """Extra facts for ``fb modelpools show NAME``: the variants' fingerprints and the cache."""
+        """Extra facts for ``fb suites show NAME``: the variants, what of them is built, and older builds.
+
+        A variant's directory is named after its fingerprint (its settings and the build code's
+        version), so a build of an earlier design sits beside the current one and is never read;
+        it is listed under ``other builds`` so that a user knows it is there (and may delete it).
+        """
         profiles = cls.builder.profiles
+        cache = cls.builder.suite_dir(profiles["full"]).parent
+        current = {cls.builder.suite_dir(p).name for p in profiles.values()}
+        built = {}
+        for name, profile in profiles.items():
+            seeds = cls.builder.store(profile).built_seeds(profile.tasks)
+            built[name] = (f"seeds {', '.join(map(str, seeds))}" if seeds else "not built")
+        others = sorted(p.name for p in cache.iterdir() if p.is_dir() and p.name not in current) if cache.is_dir() else []
         return {"variants": {n: p.fingerprint() for n, p in profiles.items()},
-                "cache": str(cls.builder.suite_dir(profiles["full"]).parent)}
+                "built": built, "other builds (not used)": others or "none", "cache": str(cache)}
 
     def model_dir(self, name: str) -> Path:
         """Where ``name`` (or :data:`PRETRAINED`) lies on disk in the suite's store."""

@@ -144,6 +144,12 @@ class SuiteStore:
                 and all(self.head_path(t).exists() for t in tasks)
                 and all((self.expert_dir(seed, t) / HEAD_FILE).exists() for t in tasks))
 
+    def built_seeds(self, tasks: Iterable[str]) -> list[int]:
+        """The expert seeds whose every expert (and the pretrained backbone and heads) is on disk, sorted."""
+        tasks = list(tasks)
+        seeds = sorted(int(p.name[4:]) for p in self.root.glob("seed*") if p.name[4:].isdigit())
+        return [s for s in seeds if self.is_built(s, tasks)]
+
     def clear(self, seed: int) -> None:
         """Remove the pretrained backbone, the heads and the experts of ``seed`` (other seeds stay)."""
         for path in (self.pretrained_dir, self.root / "heads", self.root / f"seed{seed}"):

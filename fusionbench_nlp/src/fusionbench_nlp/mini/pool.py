@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fusionbench_core.protocols import Option
+from fusionbench_core.protocols import ArchitectureSpec, Option
 from fusionbench_core.suitekit.pools import ExpertSuiteModelPool, ExpertSuiteTaskPool
 from torch import nn
 
@@ -47,6 +47,16 @@ class MiniTextModelPool(ExpertSuiteModelPool):
     def backbone_from_state(self, state: Mapping[str, torch.Tensor]) -> nn.Module:
         """A backbone carrying ``state`` (``BertModel`` names, floating point only)."""
         return mm.load_checkpoint_state(mm.new_backbone(self.config), state)
+
+    def architecture(self) -> ArchitectureSpec:
+        """What mixing methods need to know: ``BertModel``'s layer stack and its two MLP halves, ``nn.Linear`` layers.
+
+        BERT has no single MLP module: ``intermediate`` (up-projection) and ``output.dense``
+        (down-projection) are declared apart, so a mixing method routes each.
+        """
+        return ArchitectureSpec(layers="encoder.layer",
+                                mlps=("encoder.layer.*.intermediate", "encoder.layer.*.output.dense"),
+                                linear_types=("Linear",))
 
     def save_model(self, model: nn.Module, path: Path) -> None:
         """Save a backbone (config, safetensors, tokenizer) through a temporary dir renamed into place."""

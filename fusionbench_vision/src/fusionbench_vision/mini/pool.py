@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fusionbench_core.protocols import Option
+from fusionbench_core.protocols import ArchitectureSpec, Option
 from fusionbench_core.suitekit.pools import ExpertSuiteModelPool, ExpertSuiteTaskPool
 from torch import nn
 
@@ -49,6 +49,10 @@ class MiniVisionModelPool(ExpertSuiteModelPool):
         """An encoder carrying ``state`` (names with or without the ``vision_model.`` prefix)."""
         model = mm.new_encoder(self.config, seed=0)
         return mm.load_checkpoint_state(model, {k: v.to(torch.float32) for k, v in state.items()})
+
+    def architecture(self) -> ArchitectureSpec:
+        """What mixing methods need to know: the encoder's layer stack, its MLPs, and ``nn.Linear`` layers."""
+        return ArchitectureSpec(layers="encoder.layers", mlps=("encoder.layers.*.mlp",), linear_types=("Linear",))
 
     def save_model(self, model: nn.Module, path: Path) -> None:
         """Save an encoder as ``config.json`` + ``model.safetensors`` (written to a temporary dir, renamed)."""
