@@ -1,4 +1,4 @@
-"""Robustness: the seven corruptions are deterministic and change the images; the robustness pool runs."""
+"""Robustness: upstream's pre-corrupted hub splits by default; generated corruptions are deterministic."""
 
 from __future__ import annotations
 
@@ -50,9 +50,10 @@ def test_bad_arguments_are_refused(image):
         corrupt(image, "fog", 1, seed=0, index=0)
 
 
-def test_robustness_pool_runs_clean_and_corrupted(clip_roots, fb_cli):
+def test_robustness_pool_runs_clean_and_generated_corruptions(clip_roots, fb_cli):
     result = fb_cli("run", "-m", "task_arithmetic", "-p", "clip-vit-b32-robustness",
                     "-s", "taskpool.examples=4", "-s", "taskpool.num_workers=0",
+                    "-s", "taskpool.corruption_source=generated",
                     "-o", str(clip_roots[0].parent / "run-robust"), "--json")
     assert result.exit_code == 0, result.stderr
     rows = result.json["tasks"]
@@ -60,3 +61,60 @@ def test_robustness_pool_runs_clean_and_corrupted(clip_roots, fb_cli):
     assert {row.split("/")[0] for row in rows} == set(ROBUSTNESS_TASKS)
     # A corrupted test set scores differently from the clean one (losses are continuous).
     assert any(rows[f"{t}/gaussian_noise"]["loss"] != rows[t]["loss"] for t in ROBUSTNESS_TASKS)
+
+
+@pytest.fixture(scope="module")
+def corrupted_root(clip_roots, tmp_path_factory):
+    """The four robustness datasets in upstream's layout: clean test and train plus one split per corruption."""
+    from fusionbench_vision.testing import build_data_root
+
+    root = tmp_path_factory.mktemp("clip-corrupted") / "data"
+    build_data_root(root, ROBUSTNESS_TASKS, test_examples=5, extra_splits=tuple(CORRUPTIONS), seed=11)
+    return root
+
+
+def _preprocessed_split(root, task: str, split: str, processing) -> np.ndarray:
+    """An independent read of a split: load_from_disk, then the pool's preprocessing, image by image."""
+    import datasets
+
+    from fusionbench_vision.tasks import get_task
+
+    spec = get_task(task)
+    rows = datasets.load_from_disk(str(root / spec.dataset))[split]
+    return np.stack([processing(row[spec.image_column]) for row in rows])
+
+
+def test_corrupted_rows_are_upstreams_hub_splits_by_default(clip_roots, corrupted_root, monkeypatch):
+    from fusionbench_vision.taskpool import CLIPRobustnessTaskPool
+
+    monkeypatch.setenv("FUSIONBENCH_DATA_ROOT", str(corrupted_root))
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(corrupted_root.parent / "cache"))
+    pool = CLIPRobustnessTaskPool("clip-vit-b32-robustness", tasks=["gtsrb"], num_workers=0)
+    assert pool.corruption_source == "hub"
+    processing = pool.classifier.processing
+    for corruption in ("motion_blur", "pixelate"):
+        images, _ = pool.images("gtsrb", corruption).load()
+        np.testing.assert_array_equal(images, _preprocessed_split(corrupted_root, "gtsrb", corruption, processing))
+    clean, _ = pool.images("gtsrb").load()
+    np.testing.assert_array_equal(clean, _preprocessed_split(corrupted_root, "gtsrb", "test", processing))
+
+
+def test_test_time_data_of_a_robustness_pool_can_be_the_corrupted_split(clip_roots, corrupted_root, monkeypatch):
+    import torch
+
+    from fusionbench_core.errors import ConfigError
+    from fusionbench_core.protocols import DataRequest
+    from fusionbench_vision.modelpool import CLIPVisionModelPool
+    from fusionbench_vision.taskpool import CLIPRobustnessTaskPool
+
+    monkeypatch.setenv("FUSIONBENCH_DATA_ROOT", str(corrupted_root))
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(corrupted_root.parent / "cache"))
+    pool = CLIPVisionModelPool("clip-vit-b32-robustness", test_corruption="contrast")
+    pixels, labels = next(pool.batches("eurosat", DataRequest(split="test", labelled=False), batch_size=16))
+    assert labels is None and len(pixels) == 5
+    taskpool = CLIPRobustnessTaskPool("clip-vit-b32-robustness", num_workers=0)
+    expected = _preprocessed_split(corrupted_root, "eurosat", "contrast", taskpool.classifier.processing)
+    np.testing.assert_allclose(pixels.numpy(), taskpool.classifier.pixels(torch.from_numpy(expected)).cpu().numpy(),
+                               atol=1e-6)
+    with pytest.raises(ConfigError, match="test_corruption"):
+        CLIPVisionModelPool("clip-vit-b32-ta8", test_corruption="contrast")

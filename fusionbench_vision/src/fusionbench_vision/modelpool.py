@@ -26,7 +26,7 @@ from fusionbench_core.errors import ConfigError, ModelLoadError, UnknownComponen
 from fusionbench_core.protocols import PRETRAINED, DataRequest, Hyperparameter, TensorSource
 
 from .loading import check_clip, checkpoint_keys, from_pretrained, load_into, resolve, vision_source
-from .suites import SuiteSpec, get_suite
+from .suites import CORRUPTIONS, SuiteSpec, get_suite
 from .tasks import CLASSNAME_SETS, get_task
 
 
@@ -57,10 +57,15 @@ class CLIPVisionModelPool:
         Hyperparameter("device", str, "auto", "Device for logits() when the pool hands out data: auto, cpu, cuda."),
         Hyperparameter("classnames", str, "fixed", "Class names of the zero-shot heads logits() uses: fixed (ours) "
                        "or upstream (byte for byte upstream's).", choices=CLASSNAME_SETS),
+        Hyperparameter("test_corruption", str, "clean",
+                       "Robustness suites: test-time data (AdaMerging, WEMoE, ...) from this corruption's "
+                       "pre-corrupted hub split, as upstream adapts on the corrupted test set (clean: the test split).",
+                       choices=("clean", *CORRUPTIONS)),
     )
 
     def __init__(self, name: str, pretrained: str = "", models: list | None = None,
-                 tasks: list | None = None, device: str = "auto", classnames: str = "fixed"):
+                 tasks: list | None = None, device: str = "auto", classnames: str = "fixed",
+                 test_corruption: str = "clean"):
         self.suite: SuiteSpec = get_suite(name, "model pools")
         self.name = name
         self.pretrained_id = pretrained or self.suite.pretrained_id
@@ -76,6 +81,11 @@ class CLIPVisionModelPool:
             raise ConfigError(f"option 'classnames' of {owner} must be one of {', '.join(CLASSNAME_SETS)}, "
                               f"got '{classnames}'")
         self.classnames = classnames
+        if test_corruption != "clean" and (not self.suite.robustness or test_corruption not in CORRUPTIONS):
+            raise ConfigError(f"option 'test_corruption' of {owner} must be clean"
+                              + (f" or one of {', '.join(CORRUPTIONS)}" if self.suite.robustness else
+                                 " (only robustness suites have corrupted test splits)") + f", got '{test_corruption}'")
+        self.test_corruption = test_corruption
         self._pretrained: Any = None
         self._classifier: Any = None
 
@@ -216,7 +226,8 @@ class CLIPVisionModelPool:
         """Normalised pixel batches (float32, CPU) of ``task``'s ``request.split`` with labels (or None).
 
         ``train`` is the whole train split; ``validation`` is upstream's held-out 10 % of it (seed 0,
-        :func:`~fusionbench_vision.data.validation_indices`); ``test`` is the test split.
+        :func:`~fusionbench_vision.data.validation_indices`); ``test`` is the test split, or the
+        ``test_corruption`` split of a robustness suite.
         """
         from .data import cached_images
 
@@ -224,6 +235,8 @@ class CLIPVisionModelPool:
             raise UnknownComponentError("task", task, self._tasks, owner=f"model pool '{self.name}'")
         spec = get_task(task)
         split = spec.train_split if request.split in ("train", "validation") else spec.split
+        if request.split == "test" and self.test_corruption != "clean":
+            split = self.test_corruption  # upstream's pre-corrupted split of the same dataset
         classifier = self._zero_shot()
         images, labels = cached_images(spec, split, classifier.processing, examples=request.examples or 0,
                                        holdout=request.split == "validation").load()

@@ -35,7 +35,10 @@ TASK_LISTS = {"ta8": TA8, "tall10": TALL20[:10], "tall12": TALL20[:12], "tall14"
               **{name: seen + unseen for name, (seen, unseen) in GENERALIZATION.items()}}
 
 CORRUPTIONS = ["motion_blur", "impulse_noise", "gaussian_noise", "pixelate", "spatter", "contrast", "jpeg_compression"]
-"""The seven corruptions of the robustness suite, in upstream's names."""
+"""The seven corruptions of the robustness suite, in upstream's names (also its hub split names)."""
+
+CORRUPTION_SOURCES = ("hub", "generated")
+"""Where corrupted test images come from: upstream's pre-corrupted hub splits, or generated on the fly."""
 
 
 @dataclass(frozen=True)

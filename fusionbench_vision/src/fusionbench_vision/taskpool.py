@@ -5,8 +5,9 @@ preprocessing are the pretrained model's (see :mod:`fusionbench_vision.zeroshot`
 preprocessed once per task and cached (:mod:`fusionbench_vision.data`); evaluation runs batched under
 ``torch.inference_mode`` in float32 (as upstream; autocast is opt-in with ``precision``) and background
 workers reading the cache.
-The robustness pools score the clean test sets and each of the seven corruptions of
-:mod:`fusionbench_vision.corruptions`, reported as ``<task>`` and ``<task>/<corruption>``.
+The robustness pools score the clean test sets and each of the seven corruptions, reported as
+``<task>`` and ``<task>/<corruption>``: upstream's pre-corrupted hub splits by default, or the
+generated corruptions of :mod:`fusionbench_vision.corruptions`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from fusionbench_core.errors import ConfigError, UnknownComponentError
 from fusionbench_core.protocols import EvaluationReport, Hyperparameter
 
-from .suites import CORRUPTIONS, SuiteSpec, get_suite
+from .suites import CORRUPTION_SOURCES, CORRUPTIONS, SuiteSpec, get_suite
 from .tasks import CLASSNAME_SETS, get_task
 
 _COMMON = (
@@ -43,7 +44,13 @@ _COMMON = (
 _ROBUSTNESS = (
     Hyperparameter("corruption", str, "all", "clean, one corruption, or all (clean plus the seven).",
                    choices=("all", "clean", *CORRUPTIONS)),
-    Hyperparameter("severity", int, 3, "Corruption severity, 1 (mild) to 5 (strongest).", choices=(1, 2, 3, 4, 5)),
+    Hyperparameter("corruption_source", str, "hub",
+                   "hub: upstream's pre-corrupted test splits, read by id (the split named after the corruption "
+                   "of the task's dataset, e.g. tanganke/gtsrb [motion_blur]); generated: corrupt the "
+                   "preprocessed clean test images on the fly (our generator; no upstream reference).",
+                   choices=CORRUPTION_SOURCES),
+    Hyperparameter("severity", int, 3, "Severity of generated corruptions, 1 (mild) to 5 (strongest).",
+                   choices=(1, 2, 3, 4, 5)),
 )
 
 
@@ -78,7 +85,7 @@ class CLIPZeroShotTaskPool:
     def __init__(self, name: str, examples: int = 0, batch_size: int = 128, num_workers: int = -1,
                  device: str = "auto", precision: str = "fp32", device_cache_gb: float = 8.0, seed: int = 0,
                  pretrained: str = "", tasks: list | None = None, classnames: str = "fixed",
-                 corruption: str = "clean", severity: int = 3):
+                 corruption: str = "clean", severity: int = 3, corruption_source: str = "hub"):
         self.suite: SuiteSpec = get_suite(name, "task pools")
         self.name = name
         owner = f"task pool '{self.name}'"
@@ -99,6 +106,10 @@ class CLIPZeroShotTaskPool:
         self.corruptions = ([None, *CORRUPTIONS] if corruption == "all" else
                             [None if corruption == "clean" else corruption])
         self.severity = severity
+        if corruption_source not in CORRUPTION_SOURCES:
+            raise ConfigError(f"option 'corruption_source' of {owner} must be one of {', '.join(CORRUPTION_SOURCES)}, "
+                              f"got '{corruption_source}'")
+        self.corruption_source = corruption_source
         self.device_cache_bytes = int(device_cache_gb * 1e9)
         self._resident: dict[tuple[str, str | None], Any] = {}
         self._classifier: Any = None
@@ -118,10 +129,13 @@ class CLIPZeroShotTaskPool:
         return self._classifier
 
     def images(self, task: str, corruption: str | None = None) -> Any:
-        """The cached test images of ``task`` (preprocessed, optionally corrupted)."""
+        """The cached test images of ``task``: clean, or corrupted (upstream's hub split, or generated)."""
         from .data import cached_images
 
         spec = get_task(task, self.classnames)
+        if corruption is not None and self.corruption_source == "hub":
+            return cached_images(spec, corruption, self.classifier.processing, examples=self.examples, seed=self.seed,
+                                 num_workers=self.num_workers)
         return cached_images(spec, spec.split, self.classifier.processing, examples=self.examples, seed=self.seed,
                              num_workers=self.num_workers, corruption=corruption, severity=self.severity)
 
@@ -165,12 +179,18 @@ class CLIPZeroShotTaskPool:
 
 
 class CLIPRobustnessTaskPool(CLIPZeroShotTaskPool):
-    """Zero-shot CLIP classification on clean and corrupted test sets (seeded, deterministic corruptions)."""
+    """Zero-shot CLIP classification on clean and corrupted test sets.
+
+    By default the corrupted sets are upstream's pre-corrupted hub splits (``corruption_source=hub``);
+    ``generated`` corrupts the clean test images on the fly (seeded, deterministic).
+    """
 
     options = _COMMON + _ROBUSTNESS
 
-    def __init__(self, name: str, corruption: str = "all", severity: int = 3, **options: Any):
-        super().__init__(name, corruption=corruption, severity=severity, **options)
+    def __init__(self, name: str, corruption: str = "all", severity: int = 3, corruption_source: str = "hub",
+                 **options: Any):
+        super().__init__(name, corruption=corruption, severity=severity, corruption_source=corruption_source,
+                         **options)
         if not self.suite.robustness:
             raise ConfigError(f"task pool '{name}' is not a robustness suite: use CLIPZeroShotTaskPool")
 

@@ -145,8 +145,12 @@ def build_model_root(root: Path, suite: SuiteSpec, *, vision: dict[str, Any] = T
 
 
 def build_data_root(root: Path, tasks: list[str], *, test_examples: int = 12, train_examples: int = 8,
-                    image_size: tuple[int, int] = (40, 36), seed: int = 0) -> None:
-    """A small random-image dataset per task under ``root``, with the task's columns, splits and class names."""
+                    image_size: tuple[int, int] = (40, 36), seed: int = 0, extra_splits: tuple[str, ...] = ()) -> None:
+    """A small random-image dataset per task under ``root``, with the task's columns, splits and class names.
+
+    ``extra_splits`` adds more splits of ``test_examples`` images each, e.g. the corruption names that
+    upstream's robustness datasets (``tanganke/gtsrb`` …) carry as pre-corrupted test splits.
+    """
     import datasets
 
     datasets.disable_progress_bars()
@@ -159,7 +163,8 @@ def build_data_root(root: Path, tasks: list[str], *, test_examples: int = 12, tr
         features = datasets.Features({spec.image_column: datasets.Image(),
                                       spec.label_column: datasets.ClassLabel(names=list(spec.classnames))})
         splits = {}
-        for split, count in ((spec.split, test_examples), (spec.train_split, train_examples)):
+        for split, count in ((spec.split, test_examples), (spec.train_split, train_examples),
+                             *((extra, test_examples) for extra in extra_splits)):
             w, h = image_size
             images = [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for _ in range(count)]
             labels = rng.integers(0, len(spec.classnames), size=count).tolist()
