@@ -62,12 +62,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--archs", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
     host = get_host()
     results: dict = {"seeds": args.seeds, "same": {}, "halves": {}, "timing_s": {}}
-    for arch in ("mlp", "cnn"):
+    for arch in args.archs:
         name = f"independent-{arch}"
         for seed in args.seeds:
             start = time.perf_counter()
@@ -89,6 +90,7 @@ def main() -> None:
             results["same"].setdefault(arch, []).append(row)
             results["timing_s"][f"{name}/seed{seed}/measure"] = round(time.perf_counter() - start, 1)
             print(arch, seed, json.dumps(row), flush=True)
+            (args.out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         name = f"independent-{arch}-halves"
         for seed in args.seeds:
             start = time.perf_counter()
@@ -99,6 +101,7 @@ def main() -> None:
                 row[f"model {n}"] = evaluate(host, pool, name, pool.load_model(n))
             results["halves"].setdefault(arch, []).append(row)
             print(arch, "halves", seed, json.dumps(row), flush=True)
+            (args.out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     (args.out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(json.dumps(summary(results), indent=2))
 

@@ -109,7 +109,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax_err.plot(p["alpha"], [100 * e for e in p["error"]], marker=".", label=label)
         a, b = result["models"]
         for ax, ylabel in ((ax_loss, "test loss"), (ax_err, "test error (%)")):
-            ax.set_xlabel(f"α  (0: {Path(a).name}, 1: {Path(b).name})")
+            ax.set_xlabel(f"α (t on the curve)  (0: {Path(a).name}, 1: {Path(b).name})")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
         ax_loss.legend(fontsize=8)
