@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -175,3 +176,65 @@ def test_experiment_commands_never_import_torch(tmp_path):
     # No plugins: the experiment commands alone must stay torch-free (plugins are checked by test_cli).
     env = {**os.environ, "FUSIONBENCH_LOAD_PLUGINS": ""}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env)
+
+
+def _count(db):
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return con.execute("SELECT COUNT(*) FROM runs WHERE kind = 'fused'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def _run_until(args, db, at_least, sig):
+    import signal  # noqa: F401 - the caller passes signal.SIGINT / SIGKILL
+    import time
+
+    env = {**os.environ, "FUSIONBENCH_PROGRESS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "fusionbench_core.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while _count(db) < at_least and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def test_a_sweep_killed_or_interrupted_for_real_resumes_without_half_cells(tmp_path):
+    import signal
+
+    grid = ", ".join(f"{0.01 * i:.2f}" for i in range(1, 121))
+    spec = tmp_path / "long.yaml"
+    spec.write_text(f"methods: {{task_arithmetic: {{scaling_factor: [{grid}]}}}}\nseeds: [0]\n"
+                    "suites: [{modelpool: {name: tiny, n_models: 2}, taskpool: {name: tiny, n_models: 2}}]\n")
+    db = tmp_path / "r.sqlite3"
+    args = ["sweep", str(spec), "--store", str(db), "--json"]
+    code, err = _run_until(args, db, 3, signal.SIGINT)
+    if code == 0:
+        pytest.skip("the sweep finished before it could be interrupted")
+    assert code == 130 and "interrupted:" in err and "run the same command to resume" in err
+    after_int = _count(db)
+    code, err = _run_until(args, db, after_int + 3, signal.SIGKILL)  # power loss: no clean-up at all
+    with open_store(db) as store:
+        assert store.check() == "ok"
+        runs = store.runs()
+        killed_at = len(runs)
+        # Every recorded cell is whole: 2 tasks × 2 metrics × 2 splits and 2 × 2 prediction rows each.
+        assert store.db.execute("SELECT COUNT(*) FROM metrics m JOIN runs r ON r.id = m.run_id "
+                                "WHERE r.kind = 'fused'").fetchone()[0] == 8 * killed_at
+        assert store.db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 4 * killed_at
+    assert killed_at >= after_int
+    done = subprocess.run([sys.executable, "-m", "fusionbench_core.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "FUSIONBENCH_PROGRESS": "0"})
+    assert done.returncode == 0, done.stderr
+    statuses = [row["status"] for row in json.loads(done.stdout) if row["kind"] == "fused"]
+    assert statuses.count("stored") == killed_at and statuses.count("done") == 120 - killed_at
+    assert _count(db) == 120

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .groups import CONTEXT
-from .render import print_json, stderr_console, stdout_console
+from .render import print_json, stdout_console
 
 STORE_HELP = "Result store (SQLite file). Default: $FUSIONBENCH_STORE, else $FUSIONBENCH_CACHE/results.sqlite3."
 
@@ -62,9 +62,9 @@ def sweep_command(spec_file: Path, store_path: Path | None, select_on: str | Non
     summary = (f"{counts['done']} run, {counts['stored']} already stored, {counts['left']} left "
                f"(store: {path})")
     if result.interrupted:
-        stderr_console().print(f"interrupted: {summary}; run the same command to resume")
+        click.echo(f"interrupted: {summary}; run the same command to resume", err=True)
         raise SystemExit(130)
-    stderr_console().print(f"[dim]{summary}[/dim]")
+    click.echo(summary, err=True)
 
 
 def print_cells(rows: list[dict], title: str) -> None:
