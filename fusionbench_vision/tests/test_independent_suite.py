@@ -76,7 +76,7 @@ def test_weight_matching_then_another_method(fb_cli):
 def test_fb_connect_writes_json_and_png_and_alignment_lowers_the_barrier(fb_cli, tmp_path):
     out = tmp_path / "connect"
     result = fb_cli("connect", "init0", "init1", "-p", "independent-mlp", *QUICK, "--align", "weight_matching",
-                    "--curve", "--curve-steps", "60", "-o", str(out), "--json")
+                    "--curve", "--curve-steps", "60", "--curve-lr", "0.01", "-o", str(out), "--json")
     assert result.exit_code == 0, result.stderr
     data = json.loads((out / "connect.json").read_text())
     assert (out / "connect.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

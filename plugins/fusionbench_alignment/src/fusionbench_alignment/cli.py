@@ -21,13 +21,15 @@ ALIGNERS = ("weight_matching", "activation_matching", "ot_fusion")
 @click.option("--align", "align", type=click.Choice(ALIGNERS), help="Also measure the path after aligning B to A.")
 @click.option("--curve", is_flag=True, help="Also fit a quadratic Bézier curve (one trainable control point).")
 @click.option("--curve-steps", type=click.IntRange(min=1), default=300, show_default=True, help="Training steps of the curve.")
+@click.option("--curve-lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Adam learning rate of the curve's control point.")
 @click.option("--points", type=click.IntRange(min=3), default=25, show_default=True, help="Points along each path.")
 @click.option("--examples", type=click.IntRange(min=1), help="Cap on test examples per point. Default: the whole split.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the alignment and the curve.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Directory for connect.json and connect.png. Default: fb-runs/connect-<pool>-<A>-<B>.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result.")
-def connect_command(model_a, model_b, modelpool, task, settings, align, curve, curve_steps, points, examples, seed,
+def connect_command(model_a, model_b, modelpool, task, settings, align, curve, curve_steps, curve_lr, points, examples, seed,
                     output, as_json):
     """Loss and accuracy along the linear path between two models, and the loss and error barriers.
 
@@ -68,7 +70,7 @@ def connect_command(model_a, model_b, modelpool, task, settings, align, curve, c
         name = f"connect-{modelpool}"
     else:
         result = connect_pair(pool, model_a, model_b, task, points=points, examples=examples, aligner=aligner,
-                              curve=curve, curve_steps=curve_steps, seed=seed)
+                              curve=curve, curve_steps=curve_steps, curve_lr=curve_lr, seed=seed)
         name = f"connect-{modelpool}-{Path(model_a).name}-{Path(model_b).name}"
     result["modelpool"] = {"name": modelpool, **parsed["modelpool"]}
     out = output or Path("fb-runs") / name

@@ -37,7 +37,8 @@ def _align(aligner: Any, pool: Any, model_a, model_b) -> dict:
 
 
 def connect_pair(pool: Any, ref_a: str, ref_b: str, task: str, *, points: int = 25, examples: int | None = None,
-                 aligner: Any = None, curve: bool = False, curve_steps: int = 300, seed: int = 0) -> dict[str, Any]:
+                 aligner: Any = None, curve: bool = False, curve_steps: int = 300, curve_lr: float = 1e-3,
+                 seed: int = 0) -> dict[str, Any]:
     """Linear path (and aligned path, and Bézier curve) between two models, with their barriers."""
     model_a, state_a = load_endpoint(pool, ref_a)
     model_b, state_b = load_endpoint(pool, ref_b)
@@ -46,10 +47,10 @@ def connect_pair(pool: Any, ref_a: str, ref_b: str, task: str, *, points: int = 
         aligned = _align(aligner, pool, model_a, model_b)
         paths[f"aligned ({aligner.name})"] = linear_path(pool, state_a, aligned, task, points=points, examples=examples)
     if curve:
-        control = fit_bezier(pool, state_a, state_b, task, steps=curve_steps, seed=seed)
+        control = fit_bezier(pool, state_a, state_b, task, steps=curve_steps, lr=curve_lr, seed=seed)
         paths["bezier"] = curve_path(pool, state_a, state_b, control, task, points=points, examples=examples)
     return {"task": task, "models": [ref_a, ref_b], "points": points, "paths": paths,
-            "align": getattr(aligner, "name", None), "curve_steps": curve_steps if curve else None}
+            "align": getattr(aligner, "name", None), "curve": {"steps": curve_steps, "lr": curve_lr} if curve else None}
 
 
 def pairwise_matrix(pool: Any, task: str, *, points: int = 25, examples: int | None = None,
