@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fusionbench_core import DataRequest, Requirement, hookimpl
+from fusionbench_core import DataRequest, Requirement
 
-from .common import AlignmentMethod
+from .base import AlignmentMethod
 
 
 def match_activations(corr_by_perm) -> dict:
@@ -43,11 +43,3 @@ class ActivationMatching(AlignmentMethod):
         corr = correlations(ref_model, other_model, modelpool, spec, list(modelpool.model_names),
                             self.examples, self.batch_size)
         return permute_state(spec, model_state(other_model), match_activations(corr))
-
-
-@hookimpl
-def register_methods(register):
-    """Register ``activation_matching``."""
-    register("activation_matching", "fusionbench_alignment.activation_matching:ActivationMatching",
-             summary="Git Re-Basin activation matching: align units by activation correlation, then average",
-             requirement="train-statistics")

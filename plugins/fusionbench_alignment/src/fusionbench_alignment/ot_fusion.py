@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fusionbench_core import Hyperparameter, Requirement, hookimpl
+from fusionbench_core import Hyperparameter, Requirement
 
-from .common import AlignmentMethod
+from .base import AlignmentMethod
 
 
 def transport(cost, solver: str = "emd", reg: float = 0.01):
@@ -102,11 +102,3 @@ class OTFusion(AlignmentMethod):
 
         state_b, state_a = model_state(ref_model), model_state(other_model)
         return apply_transport(spec, state_a, fuse_maps(spec, state_a, state_b, self.solver, self.reg))
-
-
-@hookimpl
-def register_methods(register):
-    """Register ``ot_fusion``."""
-    register("ot_fusion", "fusionbench_alignment.ot_fusion:OTFusion",
-             summary="OT fusion (Singh & Jaggi 2020): layer-wise optimal transport onto a reference (EMD or Sinkhorn)",
-             requirement="data-free")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fusionbench_core import Hyperparameter, Requirement, hookimpl
+from fusionbench_core import Hyperparameter, Requirement
 
-from .common import AlignmentMethod
+from .base import AlignmentMethod
 
 TOLERANCE = 1e-12
 
@@ -99,11 +99,3 @@ class WeightMatching(AlignmentMethod):
         self.cost[f"objective_{other}"] = history[-1]
         self.cost[f"steps_{other}"] = len(history) - 1
         return permute_state(spec, state_b, perms)
-
-
-@hookimpl
-def register_methods(register):
-    """Register ``weight_matching``."""
-    register("weight_matching", "fusionbench_alignment.weight_matching:WeightMatching",
-             summary="Git Re-Basin weight matching: permutation alignment to a reference, then the average",
-             requirement="data-free")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement, hookimpl
+from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement
 
-from .common import BATCH_SIZE, EXAMPLES, RESET_BN
+from .base import BATCH_SIZE, EXAMPLES, RESET_BN
 
 
 def zip_matrices(corr, beta: float = 0.125):
@@ -133,11 +133,3 @@ class ZipIt(BaseAlgorithm):
         if self.reset_bn and has_batchnorm(merged):
             reset_batchnorm(merged, modelpool, names, self.examples, self.batch_size)
         return merged.eval()
-
-
-@hookimpl
-def register_methods(register):
-    """Register ``zipit``."""
-    register("zipit", "fusionbench_alignment.zipit:ZipIt",
-             summary="ZipIt!: merge correlated units across and within two models (partial zip up to layer L)",
-             requirement="train-statistics")
