@@ -17,18 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from fusionbench_core import BaseAlgorithm, DataModelPool, DataRequest, Hyperparameter
+from fusionbench_core import DataModelPool, DataRequest
 from fusionbench_core.errors import ConfigError
 
 from .spec import PermutationSpec, spec_for
-
-REFERENCE = Hyperparameter("reference", str, "", "Model the others are aligned to (default: the pool's first model)")
-THEN = Hyperparameter("then", str, "", "Merge method run on the aligned models with its defaults (default: their average)")
-RESET_BN = Hyperparameter("reset_bn", bool, True, "Re-estimate BatchNorm statistics on training data after merging")
-EXAMPLES = Hyperparameter("examples", int, 512, "Training inputs per model for activations and BatchNorm statistics",
-                          minimum=1)
-BATCH_SIZE = Hyperparameter("batch_size", int, 128, "Batch size of the forward passes", minimum=1)
-
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of a module's state dict."""
@@ -199,63 +191,6 @@ def run_method(name: str, modelpool: Any, seed: int = 0) -> Any:
     if hasattr(method, "seed"):
         method.seed = seed
     return method, method.run(modelpool)
-
-
-class AlignmentMethod(BaseAlgorithm):
-    """Base of the permutation-alignment methods: align each model to the reference, then merge.
-
-    Subclasses implement :meth:`align`, returning the other model's state re-ordered into the
-    reference's units (or, for OT fusion, transported onto them).
-    """
-
-    hyperparameters = (REFERENCE, THEN, RESET_BN, EXAMPLES, BATCH_SIZE)
-
-    def align(self, spec: PermutationSpec, modelpool: Any, ref: str, ref_model: nn.Module,
-              other: str, other_model: nn.Module) -> dict[str, torch.Tensor]:
-        """The state of ``other_model`` aligned to ``ref_model``."""
-        raise NotImplementedError
-
-    def reference_of(self, modelpool: Any) -> str:
-        """The reference model's name, checked."""
-        names = list(modelpool.model_names)
-        if len(names) < 2:
-            raise ConfigError(f"method '{self.name}' needs at least 2 models, model pool '{modelpool.name}' has {len(names)}")
-        ref = self.reference or names[0]
-        if ref not in names:
-            raise ConfigError(f"method '{self.name}': reference '{ref}' is not a model of pool '{modelpool.name}' "
-                              f"({', '.join(names)})")
-        return ref
-
-    def aligned_states(self, modelpool: Any) -> dict[str, dict[str, torch.Tensor]]:
-        """Every model's state aligned to the reference (the reference's own state unchanged), in pool order."""
-        ref = self.reference_of(modelpool)
-        ref_model = modelpool.load_model(ref)
-        spec = spec_for(modelpool, ref_model)
-        self.cost.setdefault("aligned_models", 0)
-        out = {}
-        for name in modelpool.model_names:
-            if name == ref:
-                out[name] = model_state(ref_model)
-                continue
-            out[name] = self.align(spec, modelpool, ref, ref_model, name, modelpool.load_model(name))
-            self.cost["aligned_models"] += 1
-        return out
-
-    def finish(self, model: nn.Module, modelpool: Any) -> nn.Module:
-        """Re-estimate BatchNorm statistics of a merged model (when asked and it has any)."""
-        if self.reset_bn and has_batchnorm(model):
-            reset_batchnorm(model, modelpool, list(modelpool.model_names), self.examples, self.batch_size)
-            self.cost["bn_reset"] = 1
-        return model.eval()
-
-    def run(self, modelpool: Any) -> nn.Module:
-        """Align, then average (or run ``then``), then re-estimate BatchNorm statistics."""
-        states = self.aligned_states(modelpool)
-        if self.then:
-            method, fused = run_method(self.then, AlignedPool(modelpool, states), self.seed)
-            self.cost.update({f"then_{k}": v for k, v in (getattr(method, "cost", {}) or {}).items()})
-            return self.finish(fused, modelpool) if isinstance(fused, nn.Module) else fused
-        return self.finish(modelpool.build_model(average_states(list(states.values()))), modelpool)
 
 
 def require_data(modelpool: Any, method: str) -> DataModelPool:
