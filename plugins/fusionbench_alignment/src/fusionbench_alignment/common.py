@@ -1,12 +1,6 @@
-"""What the alignment methods share: the base class, the aligned pool, BatchNorm re-estimation, activations.
+"""What the alignment methods share at run time (needs torch): states, the aligned pool, BatchNorm re-estimation, activations.
 
-:class:`AlignmentMethod` aligns every model of the pool to a reference (``reference``, default the
-first model) and averages the aligned weights (the float tensors; integer buffers come from the
-reference). With ``then=<method>`` it instead hands an :class:`AlignedPool` (the same pool, serving
-the aligned weights) to that method with its defaults, so alignment is a step before any merge.
-A network with BatchNorm gets its running statistics re-estimated on the pool's training data
-after the merge (``reset_bn``), as Git Re-Basin does: averaged statistics of aligned units do not
-describe the averaged units.
+The base class and the shared hyperparameters live in :mod:`.base`, which imports no torch.
 """
 
 from __future__ import annotations
