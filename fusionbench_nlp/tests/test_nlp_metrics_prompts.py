@@ -115,7 +115,7 @@ def test_show_describes_hub_ids_and_datasets(fb_cli):
     assert details["hub_ids"]["cola"] == "tanganke/flan-t5-base_glue-cola_lora-16"
     assert details["datasets"]["mnli"] == "glue/mnli, split validation_matched"
     assert "LoRA" in details["experts"]
-    assert [o["name"] for o in details["options"]] == ["tasks"]
+    assert [o["name"] for o in details["options"]] == ["tasks", "max_examples"]
 
 
 def test_each_family_is_one_pool_class_that_looks_its_suite_up_by_name(fb_cli):

@@ -10,6 +10,11 @@ Model pools (``_pretrained_`` plus one expert per task, eight tasks):
   (used to evaluate one expert on its own) loads the adapter through peft and ``merge_and_unload``
   as upstream does.
 
+The model pools are also data model pools (:class:`~fusionbench_core.protocols.DataModelPool`), as
+upstream's ``flan-t5-base_glue_tta`` pools are: ``batches()`` hands out upstream's prompts (GLUE
+train, or the validation split for ``validation`` and unlabelled ``test`` requests) and ``logits()``
+scores each label word's first token at the first decoder step (class logits; STS-B has none).
+
 Task pools of the same names: each GLUE row becomes the upstream prompt (:mod:`.prompts`), the model
 generates with ``max_length=10``, and the decoded text is compared with the target word by exact
 match (accuracy); STS-B parses both as floats and reports Spearman's ρ. Every task also reports
@@ -19,7 +24,7 @@ that the published tables give (there in percent).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,11 +36,12 @@ from fusionbench_core.engine.sources import open_source
 from fusionbench_core.errors import ConfigError, ModelLoadError
 from fusionbench_core.hub import resolve_model
 from fusionbench_core.progress import track
-from fusionbench_core.protocols import PRETRAINED, EvaluationReport, Hyperparameter, TensorSource
+from fusionbench_core.protocols import PRETRAINED, DataRequest, EvaluationReport, Hyperparameter, TensorSource
 
 from .checkpoints import Architecture, CanonicalSource, save_pretrained_atomic
 from .common import get_suite, load_config, pad_batch, select_tasks
-from .glue import GLUE_TASKS
+from .glue import GLUE_TASKS, split_for
+from .prompts import GLUE_PROMPTS
 from .metrics import exact_match_accuracy, parse_score, spearman_rho
 from .runtime import PRECISIONS, inference, load_tokenizer, pick_device, quiet_transformers
 from .suites import SuiteSpec
@@ -96,13 +102,19 @@ class FlanT5GlueModelPool:
     One class serves the three Flan-T5 suites; ``name`` selects the suite from :data:`.suites.SUITES`.
     """
 
-    options = (Hyperparameter("tasks", list, None, "Experts in the pool (default: all eight GLUE tasks)."),)
+    options = (
+        Hyperparameter("tasks", list, None, "Experts in the pool (default: all eight GLUE tasks)."),
+        Hyperparameter("max_examples", int, None, "Cap on the examples per task handed to data-using methods."),
+    )
 
-    def __init__(self, name: str = "flan-t5-base-glue", tasks: list[str] | None = None):
+    def __init__(self, name: str = "flan-t5-base-glue", tasks: list[str] | None = None,
+                 max_examples: int | None = None):
         self.suite: SuiteSpec = get_suite(name, "flan-t5", "model pools")
         self.name = name
         self.tasks = select_tasks(self.suite, tasks, f"model pool '{self.name}'")
+        self.max_examples = max_examples
         self.checkpoints = FlanT5Checkpoints(self.suite)
+        self.forward_passes = 0
 
     @property
     def model_names(self) -> list[str]:
@@ -158,6 +170,60 @@ class FlanT5GlueModelPool:
     def save_model(self, model: nn.Module, path: Path) -> None:
         """Save with ``save_pretrained`` (plus tokenizer and generation files) into ``path``."""
         save_pretrained_atomic(model, Path(path), [Path(self.checkpoints.path(PRETRAINED))], TOKENIZER_FILES)
+
+    # -- DataModelPool ----------------------------------------------------------------------
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """The pretrained model's tokenizer."""
+        return load_tokenizer(self.checkpoints.path(PRETRAINED))
+
+    def _label_tokens(self, task: str) -> list[int]:
+        """The first token id of each of ``task``'s label words (distinct, or the task has no class logits)."""
+        words = GLUE_PROMPTS[task].targets
+        if not words:
+            raise ConfigError(f"model pool '{self.name}': task '{task}' is a regression (STS-B) and has no class "
+                              "logits; leave it out of data-using methods with -s modelpool.tasks=...")
+        firsts = [self.tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in words]
+        if len(set(firsts)) != len(firsts):
+            raise ModelLoadError(f"model pool '{self.name}': the label words of '{task}' ({', '.join(words)}) "
+                                 "share a first token under this tokenizer")
+        return firsts
+
+    def batches(self, task: str, request: DataRequest, *, batch_size: int = 32) -> Iterator[tuple[Any, Any]]:
+        """Prompt batches of ``task`` (``train``, or the validation split for ``validation``/``test``).
+
+        Inputs are ``{"input_ids", "attention_mask"}`` of upstream's prompts, padded per batch; labels
+        are class indices (None when ``request.labelled`` is false).
+        """
+        if task not in self.tasks:
+            raise ConfigError(f"model pool '{self.name}' has no model '{task}' (it has {', '.join(self.tasks)})")
+        tokenizer = self.tokenizer
+        encoded = load_encoded("prompts", task, split_for(task, request.split), tokenizer,
+                               int(min(tokenizer.model_max_length, 1 << 20)))
+        caps = [n for n in (request.examples, self.max_examples) if n is not None]
+        encoded = encoded.head(min(caps) if caps else None)
+        for start in range(0, len(encoded), batch_size):
+            ids, mask = pad_batch(encoded.input_ids[start:start + batch_size], tokenizer.pad_token_id)
+            labels = torch.tensor(encoded.labels[start:start + batch_size]) if request.labelled else None
+            yield {"input_ids": ids, "attention_mask": mask}, labels
+
+    def logits(self, task: str, model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Class logits: the first decoder step's scores of the first token of each of ``task``'s label words.
+
+        Greedy generation starts with that step, so their argmax is the label word generation would
+        begin with. STS-B (a regression) has none.
+        """
+        label_tokens = self._label_tokens(task)
+        self.forward_passes += 1
+        device = next(model.parameters()).device
+        config = getattr(model, "config", None) or self.checkpoints.architecture.config
+        start_id = getattr(config, "decoder_start_token_id", None)
+        start_id = self.tokenizer.pad_token_id if start_id is None else start_id
+        ids = inputs["input_ids"].to(device)
+        decoder = torch.full((ids.shape[0], 1), start_id, dtype=torch.long, device=device)
+        out = model(input_ids=ids, attention_mask=inputs["attention_mask"].to(device), decoder_input_ids=decoder)
+        return out.logits[:, 0, label_tokens]
 
 
 class FlanT5GlueTaskPool:
