@@ -8,6 +8,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("FUSIONBENCH_PROGRESS", "0")
 
+# The cache the user (or `make test`, which builds the quick mini suites there first) configured,
+# read before any fixture points FUSIONBENCH_CACHE at a private directory.
+CONFIGURED_CACHE = os.environ.get("FUSIONBENCH_CACHE")
+
 pytest_plugins = ["fusionbench_core.testing"]
 
 # pytest's importlib mode names test modules after their folders ('fusionbench_nlp.tests.test_x') and
@@ -31,6 +35,19 @@ for _package in ("fusionbench_core", "fusionbench_vision", "fusionbench_nlp"):
 import pytest  # noqa: E402
 
 REALDATA_PLATFORM_SKIPS = ("unshare",)
+
+
+@pytest.fixture
+def configured_cache(monkeypatch):
+    """Point FUSIONBENCH_CACHE back at the configured cache for one test (session fixtures may have moved it).
+
+    The real-data tests of the quick mini suites use it on purpose: they check the very models
+    `fb run` uses, and cost a build only where none exists yet.
+    """
+    if CONFIGURED_CACHE is None:
+        monkeypatch.delenv("FUSIONBENCH_CACHE", raising=False)
+    else:
+        monkeypatch.setenv("FUSIONBENCH_CACHE", CONFIGURED_CACHE)
 
 
 def realdata_required() -> bool:

@@ -4,7 +4,7 @@ Builds, in a temporary directory, a random-weight CLIP model at the real ViT-B/3
 under the hub id ``openai/clip-vit-base-patch32`` and a synthetic EuroSAT-shaped test set of
 ``--images`` images, then times, in the same process and on the same batches:
 
-* **pipeline**: ``ClipVitB32Ta8TaskPool(tasks=["eurosat"]).evaluate(model)`` in steady state (image
+* **pipeline**: ``CLIPZeroShotTaskPool("clip-vit-b32-ta8", tasks=["eurosat"]).evaluate(model)`` in steady state (image
   cache and head already built; on a GPU the task's uint8 images stay on the device between
   evaluations): uint8 → normalised pixels on the device, autocast forward, projection, zero-shot
   logits, accuracy and loss;
@@ -75,7 +75,7 @@ def main() -> None:
 
     from fusionbench_vision import testing
     from fusionbench_vision.suites import SUITES
-    from fusionbench_vision.taskpool import ClipVitB32Ta8TaskPool
+    from fusionbench_vision.taskpool import CLIPZeroShotTaskPool
 
     suite = SUITES["clip-vit-b32-ta8"]
     vision, text, proj = ((testing.B32_VISION, testing.B32_TEXT, 512) if args.arch == "b32"
@@ -91,9 +91,9 @@ def main() -> None:
     data_module.load_split = lambda spec, split: test_set
     setup_s = time.perf_counter() - t0
 
-    pool = ClipVitB32Ta8TaskPool(tasks=["eurosat"], batch_size=args.batch_size, num_workers=args.workers,
+    pool = CLIPZeroShotTaskPool("clip-vit-b32-ta8", tasks=["eurosat"], batch_size=args.batch_size, num_workers=args.workers,
                                  device=args.device, precision=args.precision)
-    streaming = ClipVitB32Ta8TaskPool(tasks=["eurosat"], batch_size=args.batch_size, num_workers=args.workers,
+    streaming = CLIPZeroShotTaskPool("clip-vit-b32-ta8", tasks=["eurosat"], batch_size=args.batch_size, num_workers=args.workers,
                                       device=args.device, precision=args.precision, device_cache_gb=0)
     from transformers import CLIPVisionModel
 

@@ -220,7 +220,7 @@ def test_minilm_dir_error_names_the_package(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_quick_variant_on_real_data_experts_beat_pretrained():
+def test_quick_variant_on_real_data_experts_beat_pretrained(configured_cache):
     """The real ``--quick`` suite (built if missing, about 2 minutes): every expert beats the linear probe on its task."""
     from fusionbench_nlp.mini import data
 

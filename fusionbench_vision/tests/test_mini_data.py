@@ -22,6 +22,8 @@ SMALL = {
     "noto_emoji": (90, 30, 45),
     "emoji_subcategory": (60, 20, 30),
     "font_letters": (104, 52, 78),
+    "font_digits": (100, 50, 100),
+    "skin_tone": (100, 40, 80),
 }
 # The emoji subcategory sizes are caps: the task keeps only the emoji of its 10 classes.
 EXACT = set(SMALL) - {"emoji_subcategory"}
@@ -114,11 +116,24 @@ def test_emoji_subcategory_keeps_the_twemoji_split(built):
 
 
 @realdata
-def test_font_letters_splits_use_disjoint_font_designs(built):
-    dsd = built("font_letters")
+@pytest.mark.parametrize("name", ["font_letters", "font_digits"])
+def test_font_glyph_splits_use_disjoint_font_designs(built, name):
+    dsd = built(name)
     designs = {split: {uid.split("/")[0] for uid in ds["uid"][:]} for split, ds in dsd.items()}
     assert not (designs["train"] & designs["validation"] or designs["train"] & designs["test"])
     assert not designs["validation"] & designs["test"]
+
+
+@realdata
+def test_skin_tone_splits_by_emoji_with_balanced_tones_and_both_artists(built):
+    dsd = built("skin_tone")
+    figures = {split: {uid.split("/")[1] for uid in ds["uid"][:]} for split, ds in dsd.items()}
+    assert not (figures["train"] & figures["validation"] or figures["train"] & figures["test"])
+    assert not figures["validation"] & figures["test"]
+    test = dsd["test"]
+    assert np.bincount(data.as_arrays(test)[1], minlength=5).tolist() == [16] * 5  # 80 images, stratified
+    assert {uid.split("/")[0] for uid in test["uid"][:]} == {"twitter", "google"}
+    assert dsd["train"].features["label"].names == list(data.SKIN_TONES)
 
 
 def test_missing_source_names_the_package(monkeypatch, tmp_path):

@@ -300,7 +300,7 @@ def _real_sources() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_quick_variant_on_real_data_experts_beat_pretrained():
+def test_quick_variant_on_real_data_experts_beat_pretrained(configured_cache):
     """The real ``--quick`` suite (built if missing, about 2 minutes): every expert beats the linear probe on its task."""
     if not _real_sources():
         pytest.skip("offline data sources are not installed (scripts/install-offline-data.sh)")

@@ -53,6 +53,9 @@ CODE_VERSION = 2
 PRETRAIN_TASK = "fashion_mnist"
 EXPERT_TASKS = ("mnist", "digits", "font_digits", "font_letters", "twemoji", "noto_emoji", "emoji_subcategory",
                 "skin_tone")
+QUICK_TASKS = ("mnist", "digits", "twemoji", "noto_emoji", "emoji_subcategory", "skin_tone")
+"""The quick variant (CI) leaves out the two font tasks: after one epoch of pretraining on 12,000 images their
+experts stay at chance (measured: font_letters 3.7 % against the pretrained 4.0 % on 400 test images)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,8 @@ class Profile:
 
 PROFILES: Mapping[str, Profile] = {
     "full": Profile("full"),
-    "quick": Profile("quick", pretrain_examples=12_000, pretrain_epochs=1, train_examples=1_000, eval_examples=300),
+    "quick": Profile("quick", tasks=QUICK_TASKS, pretrain_examples=12_000, pretrain_epochs=1, train_examples=1_000,
+                     eval_examples=300),
 }
 """The two variants: ``full`` (``fb suites build mini-vision``) and ``quick`` (``--quick``, for CI)."""
 
