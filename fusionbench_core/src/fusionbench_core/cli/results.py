@@ -53,7 +53,8 @@ def list_command(store_path: Path | None, method: str | None, suite: str | None,
     table = Table(title=f"{len(rows)} run{'s' if len(rows) != 1 else ''}")
     for column in ("id", "method", "hyperparameters", "model pool", "task pool", "seed", "validation", "test",
                    "wall s", "sweep", "key"):
-        table.add_column(column, justify="right" if column in ("id", "seed", "validation", "test", "wall s") else "left")
+        numeric = column in ("id", "seed", "validation", "test", "wall s")
+        table.add_column(column, justify="right" if numeric else "left")
     for row in rows:
         hps = ", ".join(f"{k}={v}" for k, v in row["hyperparameters"].items())
         table.add_row(str(row["id"]), row["method"], hps or "–", row["modelpool"]["name"], row["taskpool"]["name"],

@@ -1,9 +1,9 @@
 """The result store: every run of ``fb sweep`` in one SQLite database (standard library ``sqlite3``).
 
 The database lives at ``$FUSIONBENCH_CACHE/results.sqlite3`` unless ``--store PATH`` (or the
-``FUSIONBENCH_STORE`` variable) says otherwise. It runs in WAL mode with a busy timeout, and every run is written in one ``BEGIN
-IMMEDIATE`` transaction, so several writers (two sweeps at once) never corrupt it and a reader never
-sees half a run. A run whose cell key is already stored is not written again.
+``FUSIONBENCH_STORE`` variable) says otherwise. It runs in WAL mode with a busy timeout, and every
+run is written in one ``BEGIN IMMEDIATE`` transaction, so several writers (two sweeps at once) never
+corrupt it and a reader never sees half a run. A run whose cell key is already stored is not written again.
 
 Schema (version :data:`SCHEMA_VERSION`; see ``docs/experiments.md``):
 
@@ -269,7 +269,8 @@ class ResultStore:
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.db.execute(
             "SELECT id, cell_key, sweep, kind, method, hyperparameters, modelpool, modelpool_options, taskpool,"
-            f" taskpool_options, seed, split, test_accuracy, validation_accuracy, wall_s, cost, recorded_at FROM runs{where}"
+            " taskpool_options, seed, split, test_accuracy, validation_accuracy, wall_s, cost, recorded_at"
+            f" FROM runs{where}"
             " ORDER BY id", args).fetchall()
         out = []
         for row in rows:
@@ -291,7 +292,8 @@ class ResultStore:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             for run_id, split, task, metric, value in self.db.execute(
-                    f"SELECT run_id, split, task, metric, value FROM metrics WHERE run_id IN ({', '.join('?' * len(chunk))})"
+                    "SELECT run_id, split, task, metric, value FROM metrics"
+                    f" WHERE run_id IN ({', '.join('?' * len(chunk))})"
                     " ORDER BY rowid", chunk):
                 out[run_id].setdefault(split, {}).setdefault(task, {})[metric] = value
         return out
@@ -304,12 +306,14 @@ class ResultStore:
         elif len(text) >= 6:
             ids = [r[0] for r in self.db.execute("SELECT id FROM runs WHERE cell_key LIKE ?", (text + "%",))]
             if len(ids) > 1:
-                raise StoreError(f"run '{text}' is ambiguous in result store '{self.path}': {len(ids)} cell keys start so")
+                raise StoreError(f"run '{text}' is ambiguous in result store '{self.path}': "
+                                 f"{len(ids)} cell keys start so")
             rows = self.runs(ids=ids, kind=None) if ids else []
         else:
             rows = []
         if not rows:
-            raise StoreError(f"no run '{text}' in result store '{self.path}' (give a run id or a cell-key prefix of 6+ characters)")
+            raise StoreError(f"no run '{text}' in result store '{self.path}' "
+                             "(give a run id or a cell-key prefix of 6+ characters)")
         return rows[0]
 
     def report(self, run_id: int) -> dict[str, Any]:

@@ -143,7 +143,8 @@ def load_spec(path: Path, *, select_on: str | None = None) -> SweepSpec:
     if isinstance(methods, list):
         methods = {m: {} for m in methods} if all(isinstance(m, str) for m in methods) else None
     if not isinstance(methods, dict) or not methods:
-        raise ConfigError(f"{where}: 'methods' must map each method to its grid, e.g. {{ties: {{scaling_factor: [0.3, 0.5]}}}}")
+        raise ConfigError(f"{where}: 'methods' must map each method to its grid, "
+                          "e.g. {ties: {scaling_factor: [0.3, 0.5]}}")
     parsed_methods = []
     for name, grid in methods.items():
         grid = grid or {}
@@ -174,7 +175,8 @@ def load_spec(path: Path, *, select_on: str | None = None) -> SweepSpec:
         if isinstance(item, dict) and "modelpool" in item:
             unknown = set(item) - {"modelpool", "taskpool"}
             if unknown:
-                raise ConfigError(f"{where}: suites[{i}]: unknown key '{sorted(unknown)[0]}' (known: modelpool, taskpool)")
+                raise ConfigError(f"{where}: suites[{i}]: unknown key '{sorted(unknown)[0]}' "
+                                  "(known: modelpool, taskpool)")
             mp = ComponentSpec.parse(item["modelpool"], f"{where}: suites[{i}].modelpool")
             tp = ComponentSpec.parse(item.get("taskpool", mp.name), f"{where}: suites[{i}].taskpool")
         else:
@@ -425,7 +427,8 @@ def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = 
                 continue
             if store.has(cell.key):  # another sweep recorded it meanwhile
                 row["status"] = "stored"
-                progress.finish(cell, f"{cell.method}{_hp_text(cell.settings)} seed={cell.seed}: stored by another sweep")
+                progress.finish(cell, f"{cell.method}{_hp_text(cell.settings)} seed={cell.seed}: "
+                                      "stored by another sweep")
                 continue
             progress.start(cell)
             report = execute(cell.config(), host, write=False, splits=spec.splits, predictions=True)

@@ -68,7 +68,8 @@ class Row:
         return {"method": self.method, "hyperparameters": self.hyperparameters,
                 "tasks": {t: {"mean": m, "std": s} for t, (m, s) in self.tasks.items()},
                 "average": {"mean": self.average[0], "std": self.average[1]},
-                "normalised": None if self.normalised is None else {"mean": self.normalised[0], "std": self.normalised[1]},
+                "normalised": (None if self.normalised is None
+                               else {"mean": self.normalised[0], "std": self.normalised[1]}),
                 "wall_s": self.wall_s, "seeds": self.seeds, "runs": self.run_ids,
                 "selection_score": self.selection_score}
 
@@ -143,7 +144,8 @@ def _leaderboard(label: str, runs: list[dict[str, Any]], select_on: str, metric:
                 tasks.append(task)
     individual = None
     if refs["individual"]:
-        individual = {t: m[metric] for t, m in (_split_metrics(refs["individual"][-1], "test") or {}).items() if metric in m}
+        reference = _split_metrics(refs["individual"][-1], "test") or {}
+        individual = {t: m[metric] for t, m in reference.items() if metric in m}
     board = Leaderboard(label, select_on, metric, tasks)
 
     # method → setting (JSON) → seed → latest run
@@ -196,7 +198,8 @@ def _row(method: str, hps: dict[str, Any], runs: list[dict[str, Any]], tasks: li
         norms = []
         for run in runs:
             test = _split_metrics(run, "test") or {}
-            ratios = [test[t][metric] / individual[t] for t in test if t in individual and individual[t] and metric in test[t]]
+            ratios = [test[t][metric] / individual[t] for t in test
+                      if t in individual and individual[t] and metric in test[t]]
             if ratios:
                 norms.append(sum(ratios) / len(ratios))
         normalised = mean_std(norms) if norms else None
