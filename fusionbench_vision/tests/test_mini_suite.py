@@ -181,6 +181,20 @@ def test_pools_follow_the_protocols(tiny):
 
     with pytest.raises(FusionBenchError, match="letters"):
         pool.load_model("letters")
+    # The validation split, for choosing hyperparameters (fb sweep --select-on validation).
+    from fusionbench_core.protocols import Fingerprinted, ScoresSplits
+
+    assert isinstance(tasks, ScoresSplits) and isinstance(tasks, Fingerprinted) and isinstance(pool, Fingerprinted)
+    on_validation = tasks.evaluate_split(loaded, "validation").tasks["digits"]["accuracy"]
+    val = tiny.task_arrays(pool.profile, "digits", "validation")
+    by_hand = float((head(loaded(pixel_values=next(tiny.batches(val, 100))[0]).pooler_output).argmax(1)
+                     == torch.from_numpy(val.labels)).double().mean())
+    assert on_validation == pytest.approx(by_hand)
+    assert MiniVisionTaskPool(split="validation").evaluate(loaded).tasks["digits"]["accuracy"] == on_validation
+    assert tasks.fingerprint() != MiniVisionTaskPool(split="validation").fingerprint()
+    assert pool.fingerprint() != MiniVisionModelPool(seed=1).fingerprint()
+    with pytest.raises(FusionBenchError, match="split must be one of test, validation"):
+        tasks.evaluate_split(loaded, "train")
     with pytest.raises(FusionBenchError, match="tensor 'post_layernorm.bias'"):
         pool.build_model({k: v for k, v in state.items() if k != "post_layernorm.bias"})
     prefixed = pool.build_model({"vision_model." + k: v for k, v in state.items()})  # hub CLIP naming

@@ -115,6 +115,16 @@ class ExpertSuiteModelPool:
         return {"variants": {n: p.fingerprint() for n, p in profiles.items()},
                 "built": built, "other builds (not used)": others or "none", "cache": str(cache)}
 
+    def fingerprint(self) -> str:
+        """A digest naming the models served: the variant's directory (its settings and code version) and the seed.
+
+        Built models are deterministic functions of these (same settings, same bytes), so a sweep
+        keyed by this digest reruns a cell when the suite's design or the seed changes.
+        """
+        import hashlib
+
+        return hashlib.sha256(f"{self.store.root.name}/seed{self.seed}".encode()).hexdigest()
+
     def model_dir(self, name: str) -> Path:
         """Where ``name`` (or :data:`PRETRAINED`) lies on disk in the suite's store."""
         return self._dir(name)
@@ -232,14 +242,14 @@ class ExpertSuiteTaskPool:
             return self._bound.builder, self._bound.profile
         return self.builder, self.builder.profile_for(False)
 
-    def score(self, model: nn.Module, head: nn.Module, task: str, builder: SuiteBuilder, profile: Any) -> dict[str, float]:
-        """``{"accuracy", "loss"}`` of ``model`` with ``head`` on a task's scored split.
+    def score(self, model: nn.Module, head: nn.Module, task: str, builder: SuiteBuilder, profile: Any,
+              split: str = "test") -> dict[str, float]:
+        """``{"accuracy", "loss"}`` of ``model`` with ``head`` on a task's ``split``.
 
-        The split (``test`` unless the ``split`` option says ``validation``) is capped at the
-        profile's ``test_examples`` and at ``max_examples``.
+        The split is capped at the profile's ``test_examples`` and at ``max_examples``.
         """
         caps = [c for c in (profile.test_examples, self.max_examples) if c]
-        examples = builder.task_arrays(profile, task, self.split, min(caps) if caps else None)
+        examples = builder.task_arrays(profile, task, split, min(caps) if caps else None)
         return builder.evaluate(model, head, examples, self.batch_size)
 
     # -- TaskPool
@@ -249,10 +259,19 @@ class ExpertSuiteTaskPool:
         """The task names of the variant this pool scores with."""
         return list(self.variant()[1].tasks)
 
+    splits: ClassVar[tuple[str, ...]] = ("test", "validation")
+    """The splits :meth:`evaluate_split` scores (``fb sweep --select-on validation`` uses both)."""
+
     def evaluate(self, model: nn.Module) -> EvaluationReport:
         """Score ``model`` on every task's scored split (``test``, or ``validation``: see the ``split`` option)."""
+        return self.evaluate_split(model, self.split)
+
+    def evaluate_split(self, model: nn.Module, split: str) -> EvaluationReport:
+        """Score ``model`` on every task's ``split`` (``test`` or ``validation``), each task with its own head."""
         from fusionbench_core.progress import track
 
+        if split not in self.splits:
+            raise ConfigError(f"task pool '{self.name}': split must be one of {', '.join(self.splits)}, got '{split}'")
         builder, profile = self.variant()
         store = builder.store(profile)
         missing = [t for t in profile.tasks if not store.head_path(t).exists()]
@@ -260,6 +279,14 @@ class ExpertSuiteTaskPool:
             raise ConfigError(f"task pool '{self.name}': the head of task '{missing[0]}' is not built; "
                               f"run `fb suites build {self.suite}{' --quick' if profile.name == 'quick' else ''}`")
         report = EvaluationReport()
-        for task in track(list(profile.tasks), f"evaluating on {self.name}"):
-            report.tasks[task] = self.score(model, builder.load_head(store.head_path(task)), task, builder, profile)
+        for task in track(list(profile.tasks), f"evaluating on {self.name} ({split})"):
+            report.tasks[task] = self.score(model, builder.load_head(store.head_path(task)), task, builder, profile,
+                                            split)
         return report
+
+    def fingerprint(self) -> str:
+        """A digest naming what this pool scores with: the variant's directory (settings and code version) and the split."""
+        import hashlib
+
+        builder, profile = self.variant()
+        return hashlib.sha256(f"{builder.suite_dir(profile).name}/{self.split}".encode()).hexdigest()
