@@ -11,7 +11,7 @@ Adam, then clamps λ to [0, 1] as in the paper.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -129,19 +129,29 @@ def build_merger(pool: Any, device: torch.device, layer_wise: bool, init: float)
     return CoefficientMerger(backbone, vectors, len(names), layer_wise, init), names
 
 
-def learn_coefficients(pool: Any, merger: CoefficientMerger, tasks: list[str], request: DataRequest, *, steps: int,
-                       lr: float, batch_size: int, meter: CostMeter, method: str) -> None:
-    """``steps`` Adam steps on the summed per-task mean entropy, λ clamped to [0, 1] after each; counts passes."""
+def minimise_entropy(pool: Any, model: Any, parameters: list[torch.Tensor], tasks: list[str], request: DataRequest, *,
+                     steps: int, lr: float, batch_size: int, meter: CostMeter, method: str, description: str,
+                     device: torch.device | None = None, before_step: Callable[[], None] | None = None,
+                     after_step: Callable[[], None] | None = None) -> None:
+    """``steps`` Adam steps over ``parameters`` on the summed per-task mean prediction entropy of ``model``.
+
+    Each step takes one batch of the pool's unlabelled inputs per task (cycling through each
+    task's batches) and scores ``model`` with the task's head (``pool.logits``); inputs are moved
+    to ``device`` first when one is given. ``before_step``/``after_step`` run around each step (how
+    AdaMerging refreshes and clamps its λ). Passes and the distinct examples seen go to ``meter``.
+    Shared by AdaMerging and the mixing methods' router training.
+    """
     streams = {task: cycle_batches(pool, task, request, batch_size) for task in tasks}
     seen = dict.fromkeys(tasks, 0)
-    optimiser = torch.optim.Adam([merger.coefficients], lr=lr, betas=(0.9, 0.999))
-    for _ in track(range(steps), f"{method}: entropy minimisation"):
+    optimiser = torch.optim.Adam(parameters, lr=lr) if steps else None
+    for _ in track(range(steps), description):
         optimiser.zero_grad(set_to_none=True)
-        merger.freeze_step()
+        if before_step is not None:
+            before_step()
         loss = None
         for task in tasks:
             inputs = next(streams[task])
-            logits = pool.logits(task, merger, inputs)
+            logits = pool.logits(task, model, inputs if device is None else move_to(inputs, device))
             check_differentiable(logits, pool, method)
             term = entropy(logits).mean()
             loss = term if loss is None else loss + term
@@ -151,12 +161,21 @@ def learn_coefficients(pool: Any, merger: CoefficientMerger, tasks: list[str], r
             meter.backward_passes += n
         loss.backward()
         optimiser.step()
-        merger.clamp_()
-    merger.release_step()
+        if after_step is not None:
+            after_step()
     if steps:
         sizes = {task: sum(batch_length(x) for x, _ in pool.batches(task, request, batch_size=batch_size))
                  for task in tasks}
         meter.examples = sum(min(count, sizes[task]) for task, count in seen.items())
+
+
+def learn_coefficients(pool: Any, merger: CoefficientMerger, tasks: list[str], request: DataRequest, *, steps: int,
+                       lr: float, batch_size: int, meter: CostMeter, method: str) -> None:
+    """``steps`` Adam steps on the summed per-task mean entropy, λ clamped to [0, 1] after each; counts passes."""
+    minimise_entropy(pool, merger, [merger.coefficients], tasks, request, steps=steps, lr=lr, batch_size=batch_size,
+                     meter=meter, method=method, description=f"{method}: entropy minimisation",
+                     before_step=merger.freeze_step, after_step=merger.clamp_)
+    merger.release_step()
 
 
 def final_state(pool: Any, merger: CoefficientMerger, init: float) -> dict[str, torch.Tensor]:

@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from fusionbench_core import DataRequest
-from fusionbench_core.progress import track
-from fusionbench_data_methods.coefficient_merger import cycle_batches, entropy
-from fusionbench_data_methods.data_access import CostMeter, batch_length, check_differentiable, move_to
+from fusionbench_data_methods.coefficient_merger import minimise_entropy
+from fusionbench_data_methods.data_access import CostMeter
 
 
 def train_routers(pool: Any, model: nn.Module, routers: list[nn.Module], request: DataRequest, *, steps: int,
@@ -25,27 +24,7 @@ def train_routers(pool: Any, model: nn.Module, routers: list[nn.Module], request
     parameters = [p for router in routers for p in router.parameters()]
     for parameter in parameters:
         parameter.requires_grad_(True)
-    tasks = list(pool.model_names)
-    streams = {task: cycle_batches(pool, task, request, batch_size) for task in tasks}
-    seen = dict.fromkeys(tasks, 0)
-    optimiser = torch.optim.Adam(parameters, lr=lr) if steps else None
-    for _ in track(range(steps), f"{method}: router training"):
-        optimiser.zero_grad(set_to_none=True)
-        loss = None
-        for task in tasks:
-            inputs = next(streams[task])
-            logits = pool.logits(task, model, move_to(inputs, device))
-            check_differentiable(logits, pool, method)
-            term = entropy(logits).mean()
-            loss = term if loss is None else loss + term
-            n = batch_length(inputs)
-            seen[task] += n
-            meter.forward_passes += n
-            meter.backward_passes += n
-        loss.backward()
-        optimiser.step()
-    if steps:
-        sizes = {task: sum(batch_length(x) for x, _ in pool.batches(task, request, batch_size=batch_size))
-                 for task in tasks}
-        meter.examples = sum(min(count, sizes[task]) for task, count in seen.items())
+    minimise_entropy(pool, model, parameters, list(pool.model_names), request, steps=steps, lr=lr,
+                     batch_size=batch_size, meter=meter, method=method, description=f"{method}: router training",
+                     device=device)
     model.requires_grad_(False)
