@@ -8,6 +8,11 @@ same system with a few conjugate-gradient steps from an initial merge.
 Linear layers are ``nn.Linear`` and the input-major ``Conv1D`` layers of GPT and GPT-2, which compute
 ``y = x W + b`` with ``W`` stored ``(in, out)``; the solvers always see ``(out, in)`` weights, and an
 input-major layer's weights are transposed on the way in and out.
+
+A weight several modules share (a tied output head and input embedding, as in T5 checkpoints saved
+with one ``shared.weight``) is one tensor of the pool, under its canonical name: it is merged once and
+stays tied. Its regression objective sums over the linear layers that use it, so their Grams are added;
+a use as an embedding adds no term.
 """
 
 from __future__ import annotations
@@ -191,6 +196,30 @@ def weight_key(layer: str) -> str:
     return f"{layer}.weight" if layer else "weight"
 
 
+def linear_weight_keys(model: nn.Module, layers: Iterable[str], keys: Iterable[str]) -> dict[str, str]:
+    """Linear layer → the pool's key of its weight tensor.
+
+    That is ``<layer>.weight``, or, for a weight tied to another module's, the name among ``keys``
+    under which the pool holds the shared tensor (e.g. a tied output head's ``shared.weight``). A layer
+    whose weight the pool holds under no name is left out.
+    """
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    present = set(keys)
+    found: dict[str, str] = {}
+    for layer in layers:
+        own = weight_key(layer)
+        if own in present:
+            found[layer] = own
+            continue
+        weight = model.get_submodule(layer).weight
+        shared = next((name for name in names.get(id(weight), []) if name in present), None)
+        if shared is not None:
+            found[layer] = shared
+    return found
+
+
 def gram_layers(grams: Sequence[Mapping[str, torch.Tensor]]) -> list[str]:
     """Linear layers that have a Gram in every model's statistics (others are merged by averaging)."""
     shared = [name for name in grams[0]]
@@ -240,15 +269,27 @@ def merge_with_grams(algorithm: Any, modelpool: Any, solve: Any) -> nn.Module:
     sources = [pool.tensors(name) for name in names]
     keys = check_same_keys(dict(zip(names, sources, strict=True)))
     layers = gram_layers(grams)
-    input_major = {name for name, module in linear_layers(pool.load_model(names[0])).items() if is_input_major(module)}
-    solved = {}
+    model = pool.load_model(names[0])
+    input_major = {name for name, module in linear_layers(model).items() if is_input_major(module)}
+    owners = linear_weight_keys(model, layers, keys)
+    uses: dict[str, list[str]] = {}
     for layer in layers:
-        key = weight_key(layer)
-        if key not in keys:
-            raise ConfigError(f"model pool '{pool.name}': linear layer '{layer}' has no tensor '{key}' in its weights")
-        solved[key] = _layer_solver(solve, key, [g[layer] for g in grams], layer in input_major)
+        if layer not in owners:
+            raise ConfigError(f"model pool '{pool.name}': linear layer '{layer}' has no tensor "
+                              f"'{weight_key(layer)}' in its weights")
+        uses.setdefault(owners[layer], []).append(layer)
+    del model
+    solved = {}
+    for key, tied in uses.items():
+        if len({layer in input_major for layer in tied}) > 1:
+            raise ConfigError(f"model pool '{pool.name}': tensor '{key}' is tied between linear layers of "
+                              f"both layouts ({', '.join(tied)})")
+        summed = [sum(g[layer] for layer in tied) for g in grams]
+        solved[key] = _layer_solver(solve, key, summed, tied[0] in input_major)
     state = merge_state(sources, keys, solved)
     meter.extra.update({"statistics_cache_hits": cache.hits, "linear_layers": len(layers)})
+    if len(uses) < len(layers):
+        meter.extra["tied_linear_weights"] = len(layers) - len(uses)
     algorithm.cost = meter.as_dict()
     return pool.build_model(state)
 

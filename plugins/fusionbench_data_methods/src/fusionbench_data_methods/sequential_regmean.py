@@ -7,6 +7,10 @@ outside such a list is a group of its own. Before the Grams of group ``g`` are t
 finished running before ``g`` starts (embeddings, earlier blocks, norms, earlier linears) is replaced in
 every model by its merged value, so model ``i``'s inputs to ``g`` are those the merged model produces on
 task ``i``. Each forward pass stops as soon as the group's last linear has seen its inputs.
+
+A weight tied between modules is one tensor of the pool, merged once where it is first reached: when
+an earlier module (a tied input embedding) has already fixed its merged value, the linear layer that
+shares it keeps that value, so the models never see two values of one tensor.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from fusionbench_core.protocols import check_same_keys
 
 from .data_access import CostMeter, batch_length, request_with, require_data_pool
 from .linear_statistics import (GramCollector, accumulation_dtype, as_out_in, draw_batches, is_input_major,
-                                linear_layers, regmean_solve, weight_key)
+                                linear_layers, linear_weight_keys, regmean_solve, weight_key)
 
 
 class _StopForward(Exception):
@@ -73,10 +77,14 @@ def layer_groups(model: nn.Module, linears: Sequence[str], starts: Mapping[str, 
 
 
 def _tensor_keys(model: nn.Module, unit: str, keys: set[str]) -> list[str]:
+    """The pool's keys of the tensors ``unit`` holds itself; a tied tensor under the name the pool uses for it."""
+    canonical: dict[int, str] = {}
+    for name, tensor in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        if name in keys:
+            canonical.setdefault(id(tensor), name)
     module = model.get_submodule(unit)
-    prefix = f"{unit}." if unit else ""
-    names = [n for n, _ in module.named_parameters(recurse=False)] + [n for n, _ in module.named_buffers(recurse=False)]
-    return [prefix + n for n in names if prefix + n in keys]
+    own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+    return [canonical[id(tensor)] for tensor in own if id(tensor) in canonical]
 
 
 def regmean_plusplus(algorithm: Any, modelpool: Any) -> nn.Module:
@@ -107,6 +115,7 @@ def regmean_plusplus(algorithm: Any, modelpool: Any) -> nn.Module:
     meter.forward_passes += batch_length(probe_inputs)
     linears = linear_layers(models[0])
     groups = layer_groups(models[0], list(linears), starts)
+    owners = linear_weight_keys(models[0], linears, keys)
     if not groups:
         raise ConfigError(f"model pool '{pool.name}': no linear layer (nn.Linear or Conv1D) ran in a forward pass")
 
@@ -135,7 +144,12 @@ def regmean_plusplus(algorithm: Any, modelpool: Any) -> nn.Module:
             grams = [_group_grams(pool, name, model, group, model_batches, meter)
                      for name, model, model_batches in zip(names, models, batches, strict=True)]
             for layer in group:
-                key = weight_key(layer)
+                if layer not in owners:
+                    raise ConfigError(f"model pool '{pool.name}': linear layer '{layer}' has no tensor "
+                                      f"'{weight_key(layer)}' in its weights")
+                key = owners[layer]
+                if key in merged:  # tied to a tensor an earlier module already merged
+                    continue
                 first = sources[0].get(key)
                 work = accumulation_dtype(first.dtype)
                 input_major = is_input_major(linears[layer])
