@@ -36,7 +36,8 @@ from fusionbench_core.engine.sources import open_source
 from fusionbench_core.errors import ConfigError, ModelLoadError
 from fusionbench_core.hub import resolve_model
 from fusionbench_core.progress import track
-from fusionbench_core.protocols import PRETRAINED, DataRequest, EvaluationReport, Hyperparameter, TensorSource
+from fusionbench_core.protocols import (PRETRAINED, ArchitectureSpec, DataRequest, EvaluationReport, Hyperparameter,
+                                        TensorSource)
 
 from .checkpoints import Architecture, CanonicalSource, save_pretrained_atomic
 from .common import get_suite, load_config, pad_batch, select_tasks
@@ -170,6 +171,19 @@ class FlanT5GlueModelPool:
     def save_model(self, model: nn.Module, path: Path) -> None:
         """Save with ``save_pretrained`` (plus tokenizer and generation files) into ``path``."""
         save_pretrained_atomic(model, Path(path), [Path(self.checkpoints.path(PRETRAINED))], TOKENIZER_FILES)
+
+    def architecture(self) -> ArchitectureSpec:
+        """``T5ForConditionalGeneration`` for the mixing methods (:class:`~fusionbench_core.protocols.ArchitectureSpec`).
+
+        The MLPs are the feed-forward modules of every block, as upstream's Flan-T5 WEMoE up-scales them:
+        ``encoder.block.N.layer.1.DenseReluDense`` and ``decoder.block.N.layer.2.DenseReluDense`` (gated
+        or not, each takes the hidden states). The linear layers are the ``nn.Linear`` modules of the
+        whole model, ``lm_head`` included, as upstream's SMILE takes every ``nn.Linear``. T5 has two layer
+        stacks (encoder and decoder), so none is declared and depth up-scaling does not apply.
+        """
+        return ArchitectureSpec(layers=None, mlps=("encoder.block.*.layer.1.DenseReluDense",
+                                                   "decoder.block.*.layer.2.DenseReluDense"),
+                                linear_types=("Linear",))
 
     # -- DataModelPool ----------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ from fusionbench_core.engine.sources import open_source
 from fusionbench_core.errors import ConfigError, ModelLoadError
 from fusionbench_core.hub import resolve_model
 from fusionbench_core.progress import track
-from fusionbench_core.protocols import PRETRAINED, DataRequest, EvaluationReport, Hyperparameter, task_logits
+from fusionbench_core.protocols import (PRETRAINED, ArchitectureSpec, DataRequest, EvaluationReport, Hyperparameter,
+                                        task_logits)
 
 from .checkpoints import Architecture, CanonicalSource, save_pretrained_atomic
 from .common import get_suite, load_config, pad_batch, select_tasks
@@ -156,6 +157,15 @@ class GPT2GlueModelPool:
     def save_model(self, model: nn.Module, path: Path) -> None:
         """Save the backbone with ``save_pretrained`` (plus the tokenizer files) into ``path``."""
         save_pretrained_atomic(model, Path(path), [Path(self.resources.path(PRETRAINED))], TOKENIZER_FILES)
+
+    def architecture(self) -> ArchitectureSpec:
+        """``GPT2Model`` as it is (:class:`~fusionbench_core.protocols.ArchitectureSpec`): blocks ``h``, MLPs ``h.N.mlp``.
+
+        Its linear layers are transformers' input-major ``Conv1D``, not ``nn.Linear``; none is declared as
+        a linear type, so a mixing method that needs linear layers stops with one line naming ``Conv1D``
+        (upstream offers no mixing method for GPT-2 either).
+        """
+        return ArchitectureSpec(layers="h", mlps=("h.*.mlp",), linear_types=("Linear",))
 
     def batches(self, task: str, request: DataRequest, *, batch_size: int = 32) -> Iterator[tuple[Any, Any]]:
         """GLUE batches of ``task`` (``train``, or the validation split for ``validation``/``test``)."""
