@@ -189,6 +189,8 @@ def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, 
         model = model.to(dev) if hasattr(model, "to") else model
         t0 = time.perf_counter()
         row = rows.setdefault(name, {"hyperparameters": hyperparameters or {}, "fuse_s": round(fuse_s, 2)})
+        if hasattr(model, "parameters"):  # the fused model's size (mixing and ensembles grow it)
+            row["parameters"] = sum(p.numel() for p in model.parameters())
         for split in splits:
             row[split] = accuracy_on(builder, model, tasks, split, pool)
         row["eval_s"] = round(row.get("eval_s", 0.0) + time.perf_counter() - t0, 2)
@@ -219,6 +221,8 @@ def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, 
                 in_sweep = bool(hp) and validation_sweep
                 score(label, fused, getattr(algorithm, "settings", hp), time.perf_counter() - t0,
                       ("validation",) if in_sweep else plain_splits)
+                if getattr(algorithm, "cost", None):  # the method's own cost report (passes, steps, parameters)
+                    rows[label]["cost"] = algorithm.cost
                 if in_sweep:
                     fused_models[label] = fused
             except Exception as exc:  # noqa: BLE001 - a failing method is reported, not fatal

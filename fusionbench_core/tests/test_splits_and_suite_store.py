@@ -354,3 +354,34 @@ def test_modules_import_no_suite_or_hub_library():
             "assert not {'datasets', 'transformers', 'peft'} & set(sys.modules); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-1000:]
+
+
+def test_fine_tuned_parameters_leave_the_profiles_frozen_prefixes_out():
+    """Prefixes match whole name components: ``emb`` freezes ``emb.weight`` but neither ``embx`` nor ``a.emb``."""
+    torch = pytest.importorskip("torch")
+    from dataclasses import dataclass
+
+    from fusionbench_core.suitekit.builder import SuiteBuilder
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Linear(2, 2)
+            self.embx = torch.nn.Linear(2, 2)
+            self.a = torch.nn.Module()
+            self.a.emb = torch.nn.Linear(2, 2)
+
+    @dataclass(frozen=True)
+    class Frozen:
+        frozen: tuple = ("emb",)
+
+    @dataclass(frozen=True)
+    class Everything:
+        name: str = "x"
+
+    net = Net()
+    trained = SuiteBuilder.fine_tuned_parameters(None, Frozen(), net)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert sorted(names[id(p)] for p in trained) == ["a.emb.bias", "a.emb.weight", "embx.bias", "embx.weight"]
+    assert not net.emb.weight.requires_grad and net.embx.weight.requires_grad
+    assert len(SuiteBuilder.fine_tuned_parameters(None, Everything(), Net())) == 6

@@ -89,6 +89,10 @@ def test_build_freezes_heads_and_trains_encoders(tiny):
         assert expert.keys() == base.keys()
         moved = sum(float((expert[k] - base[k]).abs().sum()) for k in base)
         assert moved > 0, f"{task}: fine-tuning left the encoder unchanged"
+        # The profile's frozen prefixes (the embeddings) stay bit-identical: a zero task vector there.
+        frozen = [k for k in base if k.split(".")[0] in profile.frozen]
+        assert frozen and all(torch.equal(expert[k], base[k]) for k in frozen)
+        assert all(not torch.equal(expert[k], base[k]) for k in base if k.startswith("encoder.layers.0.mlp."))
         # Fine-tuning under the frozen head lowered the training loss below the pretrained encoder's.
         head = mm.load_head(store.head_path(task))
         train = synthetic_arrays(task, "train")
