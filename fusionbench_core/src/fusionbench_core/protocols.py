@@ -377,6 +377,9 @@ class TaskPool(Protocol):
     def evaluate(self, model: Any) -> EvaluationReport:
         """Score ``model`` on every task."""
 
+    # Optional: ``task_groups`` -> ``{group name: [task names]}`` (e.g. held-in and held-out tasks): the run
+    # report then holds each group's average under ``groups`` (``fusionbench_core.run.group_averages``).
+
 
 @runtime_checkable
 class ScoresSplits(Protocol):

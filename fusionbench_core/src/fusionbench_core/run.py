@@ -224,11 +224,17 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
         "versions": versions(host),
         "started_at": info.started_at,
     }
+    groups = declared_groups(taskpool)
+    if groups:
+        report["groups"] = group_averages(evaluation.tasks, groups)
     if splits:
         cost["extra_eval_s"] = round(extra_done - done, 3)
         report["split"] = main_split
         report["splits"] = {split: {"tasks": result.tasks, "average": result.average}
                             for split, result in by_split.items()}
+        for split, result in by_split.items():
+            if groups:
+                report["splits"][split]["groups"] = group_averages(result.tasks, groups)
     if predictions:
         report["predictions"] = {
             split: {task: {"predicted": list(p.predicted), "target": list(p.target)}
@@ -253,6 +259,23 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
         write_json_atomic(output / REPORT_FILE, report)
     host.call_hook("run_finished", run=info, report=report)
     return report
+
+
+def declared_groups(taskpool: Any) -> dict[str, list[str]]:
+    """The task groups a task pool declares (optional ``task_groups``: name → task names), else ``{}``."""
+    groups = getattr(taskpool, "task_groups", None)
+    return {str(name): list(tasks) for name, tasks in dict(groups or {}).items()}
+
+
+def group_averages(tasks: dict[str, dict[str, float]], groups: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """Per group: its tasks and the mean of each metric over those of them that were scored."""
+    from .protocols import EvaluationReport
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, members in groups.items():
+        scored = {task: tasks[task] for task in members if task in tasks}
+        out[name] = {"tasks": list(scored), "average": EvaluationReport(scored).average}
+    return out
 
 
 def evaluate_models(modelpool: ComponentSpec, taskpool: ComponentSpec, *, model_dir: Path | None = None,

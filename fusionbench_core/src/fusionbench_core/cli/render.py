@@ -64,6 +64,9 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row(task, *[fmt(values.get(metric)) for metric in metrics])
     table.add_section()
     table.add_row("average", *[fmt(report["average"].get(metric)) for metric in metrics], style="bold")
+    for group, values in (report.get("groups") or {}).items():
+        table.add_row(f"average: {group} ({len(values['tasks'])})",
+                      *[fmt(values["average"].get(metric)) for metric in metrics], style="bold")
     stdout_console().print(table)
     cost = report.get("cost", {})
     if cost:
