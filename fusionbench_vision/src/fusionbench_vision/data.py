@@ -10,6 +10,9 @@ Preprocessing is the pretrained model's: the shortest edge resized to the proces
 its resample filter), then a centre crop. The resulting ``uint8`` images are cached per task as
 ``.npy`` files under ``<FUSIONBENCH_CACHE>/clip-images``; normalisation (mean, std) is done on the
 device at evaluation time, which keeps the cache four times smaller than float pixels.
+
+A generated corruption (:mod:`fusionbench_vision.corruptions`) is applied to each raw image, at its
+native size, before that preprocessing, as upstream's generator is; the corrupted set is cached apart.
 """
 
 from __future__ import annotations
@@ -164,11 +167,17 @@ def validation_indices(length: int, fraction: float = VALIDATION_FRACTION, seed:
 
 
 class _Preprocessed:
-    """A torch-style dataset that preprocesses one example per item (used with DataLoader workers)."""
+    """A torch-style dataset that preprocesses one example per item (used with DataLoader workers).
 
-    def __init__(self, dataset: Any, indices: np.ndarray, image_column: str, label_column: str, processing: ImageProcessing):
+    With ``corruption`` = ``(name, severity, seed)`` each raw image is corrupted first
+    (:func:`fusionbench_vision.corruptions.corrupt`, seeded by its row index), then preprocessed.
+    """
+
+    def __init__(self, dataset: Any, indices: np.ndarray, image_column: str, label_column: str, processing: ImageProcessing,
+                 corruption: tuple[str, int, int] | None = None):
         self.dataset, self.indices = dataset, indices
         self.image_column, self.label_column, self.processing = image_column, label_column, processing
+        self.corruption = corruption
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -178,6 +187,11 @@ class _Preprocessed:
         image = row[self.image_column]
         if not isinstance(image, Image.Image):
             image = Image.fromarray(np.asarray(image))
+        if self.corruption is not None:
+            from .corruptions import corrupt
+
+            name, severity, seed = self.corruption
+            image = corrupt(image.convert("RGB"), name, severity, seed=seed, index=int(self.indices[i]))
         return self.processing(image), int(row[self.label_column])
 
 
@@ -204,8 +218,11 @@ def _fingerprint(spec: TaskSpec, split: str, processing: ImageProcessing, exampl
                  corruption: str | None, severity: int, holdout: bool) -> str:
     path = resolve_dataset(spec.dataset)
     stamp = os.stat(path).st_mtime_ns if Path(path).exists() else None
+    generator = None
+    if corruption:
+        from .corruptions import GENERATOR as generator
     key = json.dumps([CACHE_VERSION, spec.dataset, path, stamp, spec.config, split, asdict(processing),
-                      examples, seed, corruption, severity]
+                      examples, seed, corruption, severity] + ([generator] if generator else [])
                      + ([["holdout", VALIDATION_FRACTION, VALIDATION_SEED]] if holdout else []), default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -232,39 +249,32 @@ def cached_images(spec: TaskSpec, split: str, processing: ImageProcessing, *, ex
     result = ImageSet(folder / f"{tag}-{key}-images.npy", folder / f"{tag}-{key}-labels.npy")
     if result.images_path.exists() and result.labels_path.exists():
         return result
-    if corruption:
-        from .corruptions import corrupt
+    from torch.utils.data import DataLoader
 
-        clean, labels = cached_images(spec, split, processing, examples=examples, seed=seed,
-                                      num_workers=num_workers, holdout=holdout).load()
-        out = np.empty_like(clean)
-        for i in track(range(len(clean)), f"{spec.name}: {corruption} (severity {severity})"):
-            out[i] = corrupt(np.asarray(clean[i]), corruption, severity, seed=seed, index=i)
+    dataset = load_split(spec, split)
+    image_column = _column(dataset, spec.image_column, "image", "image", spec)
+    label_column = _column(dataset, spec.label_column, "label", "label", spec)
+    if holdout:
+        indices = validation_indices(len(dataset))
+        indices = indices[:examples] if examples > 0 else indices
     else:
-        from torch.utils.data import DataLoader
-
-        dataset = load_split(spec, split)
-        image_column = _column(dataset, spec.image_column, "image", "image", spec)
-        label_column = _column(dataset, spec.label_column, "label", "label", spec)
-        if holdout:
-            indices = validation_indices(len(dataset))
-            indices = indices[:examples] if examples > 0 else indices
-        else:
-            indices = select_indices(len(dataset), examples, seed)
-        out = np.empty((len(indices), 3, processing.crop_height, processing.crop_width), dtype=np.uint8)
-        labels = np.empty(len(indices), dtype=np.int64)
-        loader = DataLoader(_Preprocessed(dataset, indices, image_column, label_column, processing),
-                            batch_size=64, num_workers=num_workers, collate_fn=_collate)
-        start = 0
-        for images, batch_labels in track(loader, f"{spec.name}: preprocessing {len(indices)} images"):
-            out[start : start + len(images)] = images
-            labels[start : start + len(images)] = batch_labels
-            start += len(images)
-        if len(labels) and (labels.min() < 0 or labels.max() >= len(spec.classnames)):
-            raise DatasetLoadError(
-                f"dataset '{spec.dataset}' (task {spec.name}) has label {int(labels.max())} outside its "
-                f"{len(spec.classnames)} classes"
-            )
+        indices = select_indices(len(dataset), examples, seed)
+    out = np.empty((len(indices), 3, processing.crop_height, processing.crop_width), dtype=np.uint8)
+    labels = np.empty(len(indices), dtype=np.int64)
+    corrupting = (corruption, severity, seed) if corruption else None
+    what = f"{corruption} (severity {severity}) and preprocessing" if corruption else "preprocessing"
+    loader = DataLoader(_Preprocessed(dataset, indices, image_column, label_column, processing, corrupting),
+                        batch_size=64, num_workers=num_workers, collate_fn=_collate)
+    start = 0
+    for images, batch_labels in track(loader, f"{spec.name}: {what} {len(indices)} images"):
+        out[start : start + len(images)] = images
+        labels[start : start + len(images)] = batch_labels
+        start += len(images)
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(spec.classnames)):
+        raise DatasetLoadError(
+            f"dataset '{spec.dataset}' (task {spec.name}) has label {int(labels.max())} outside its "
+            f"{len(spec.classnames)} classes"
+        )
     _write_atomic(result.labels_path, labels)
     _write_atomic(result.images_path, out)
     return result

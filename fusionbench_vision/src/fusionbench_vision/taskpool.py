@@ -7,7 +7,8 @@ preprocessed once per task and cached (:mod:`fusionbench_vision.data`); evaluati
 workers reading the cache.
 The robustness pools score the clean test sets and each of the seven corruptions, reported as
 ``<task>`` and ``<task>/<corruption>``: upstream's pre-corrupted hub splits by default, or the
-generated corruptions of :mod:`fusionbench_vision.corruptions`.
+corruptions of :mod:`fusionbench_vision.corruptions` (upstream's generator and constants) applied to
+the raw clean test images before preprocessing.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ _ROBUSTNESS = (
                    choices=("all", "clean", *CORRUPTIONS)),
     Hyperparameter("corruption_source", str, "hub",
                    "hub: upstream's pre-corrupted test splits, read by id (the split named after the corruption "
-                   "of the task's dataset, e.g. tanganke/gtsrb [motion_blur]); generated: corrupt the "
-                   "preprocessed clean test images on the fly (our generator; no upstream reference).",
+                   "of the task's dataset, e.g. tanganke/gtsrb [motion_blur]); generated: corrupt the raw clean "
+                   "test images on the fly, before preprocessing, with upstream's generator and CIFAR-10-C "
+                   "constants (pixelate to 32x32), seeded per image.",
                    choices=CORRUPTION_SOURCES),
-    Hyperparameter("severity", int, 3, "Severity of generated corruptions, 1 (mild) to 5 (strongest).",
+    Hyperparameter("severity", int, 3, "Severity of generated corruptions, 1 (mild) to 5 (strongest); "
+                   "upstream's hub splits record none.",
                    choices=(1, 2, 3, 4, 5)),
 )
 
@@ -182,7 +185,8 @@ class CLIPRobustnessTaskPool(CLIPZeroShotTaskPool):
     """Zero-shot CLIP classification on clean and corrupted test sets.
 
     By default the corrupted sets are upstream's pre-corrupted hub splits (``corruption_source=hub``);
-    ``generated`` corrupts the clean test images on the fly (seeded, deterministic).
+    ``generated`` corrupts the raw clean test images on the fly with upstream's generator, before the
+    preprocessing (seeded per image, deterministic).
     """
 
     options = _COMMON + _ROBUSTNESS
