@@ -75,8 +75,9 @@ def test_sweep_records_cells_and_an_interrupted_sweep_resumes(spec_file, tmp_pat
             raise KeyboardInterrupt  # Ctrl-C inside the third cell
         return run_execute(config, host, **kwargs)
 
+    # reuse=False: every cell through execute (the λ-group path is interrupted in test_experiments_scale).
     with open_store(tmp_path / "r.sqlite3") as store:
-        first = run_sweep(spec, store, execute=interrupted)
+        first = run_sweep(spec, store, execute=interrupted, reuse=False)
         assert first.interrupted
         assert first.counts() == {"done": 4, "stored": 0, "left": 6}  # 2 references + 2 cells
         stored = store.runs()
@@ -89,7 +90,7 @@ def test_sweep_records_cells_and_an_interrupted_sweep_resumes(spec_file, tmp_pat
             resumed_calls.append((config.method.name, dict(config.method.options), config.seed))
             return run_execute(config, host, **kwargs)
 
-        second = run_sweep(spec, store, execute=counting)
+        second = run_sweep(spec, store, execute=counting, reuse=False)
         assert not second.interrupted
         assert second.counts() == {"done": 6, "stored": 4, "left": 0}
         # Only the cells left run again, the interrupted one first; the two finished ones do not.
@@ -101,7 +102,7 @@ def test_sweep_records_cells_and_an_interrupted_sweep_resumes(spec_file, tmp_pat
         assert calls[2] == resumed_calls[0]
         runs = store.runs()
         assert len(runs) == 8 and done_keys <= {r["key"] for r in runs}
-        third = run_sweep(spec, store, execute=counting)
+        third = run_sweep(spec, store, execute=counting, reuse=False)
         assert third.counts() == {"done": 0, "stored": 10, "left": 0} and len(resumed_calls) == 6
 
         # What a run stored equals what fb run computes for the same cell.

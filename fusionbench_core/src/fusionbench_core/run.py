@@ -26,7 +26,8 @@ from .hookspecs import RunInfo
 from .plugins import PluginHost, get_host
 from .protocols import PRETRAINED, BaseAlgorithm, DataModelPool, Requirement, ScoresSplits, bind_taskpool
 
-__all__ = ["REPORT_FILE", "RunInfo", "evaluate_models", "execute", "instantiate", "parse_options", "plan"]
+__all__ = ["REPORT_FILE", "RunInfo", "check_splits", "evaluate_models", "execute", "instantiate", "parse_options",
+           "plan", "score_and_report"]
 
 REPORT_FILE = "report.json"
 MODEL_DIR = "model"
@@ -174,15 +175,7 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
     saves_fused = _saves_fused(algorithm)
     if output is not None and config.save_model and not saves_fused and getattr(modelpool, "save_model", None) is None:
         raise ConfigError(f"model pool '{config.modelpool.name}' cannot save models (--save-model)")
-    splits = [s for s in dict.fromkeys(splits)]
-    main_split = getattr(taskpool, "split", "test")
-    if splits and not isinstance(taskpool, ScoresSplits):
-        raise ConfigError(f"task pool '{config.taskpool.name}' cannot score split '{splits[0]}' "
-                          f"(it offers no evaluate_split; see docs/experiments.md)")
-    for split in splits:
-        if split not in taskpool.splits:
-            raise ConfigError(f"task pool '{config.taskpool.name}' cannot score split '{split}' "
-                              f"(it scores: {', '.join(taskpool.splits)})")
+    splits = check_splits(taskpool, config.taskpool.name, splits)
     info = RunInfo(config, algorithm, modelpool, taskpool, output)
     host.call_hook("run_started", run=info)
 
@@ -192,6 +185,67 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
     start = time.perf_counter()
     fused = algorithm.run(modelpool)
     fused_at = time.perf_counter()
+    report = score_and_report(config, algorithm, taskpool, fused, host, info, splits=splits,
+                              predictions=predictions, started=start, fused_at=fused_at)
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        if config.save_model:
+            model_dir = output / MODEL_DIR
+            tmp = temporary_dir_for(model_dir)
+            try:
+                if saves_fused:
+                    algorithm.save_fused(fused, tmp)
+                else:
+                    modelpool.save_model(fused, tmp)
+                install_dir(tmp, model_dir, overwrite=config.overwrite)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            report["model_dir"] = str(model_dir)
+        report["output"] = str(output)
+        write_json_atomic(output / REPORT_FILE, {k: v for k, v in report.items() if k != "predictions"})
+    host.call_hook("run_finished", run=info, report=report)
+    return report
+
+
+def declared_groups(taskpool: Any) -> dict[str, list[str]]:
+    """The task groups a task pool declares (optional ``task_groups``: name → task names), else ``{}``."""
+    groups = getattr(taskpool, "task_groups", None)
+    return {str(name): list(tasks) for name, tasks in dict(groups or {}).items()}
+
+
+def group_averages(tasks: dict[str, dict[str, float]], groups: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """Per group: its tasks and the mean of each metric over those of them that were scored."""
+    from .protocols import EvaluationReport
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, members in groups.items():
+        scored = {task: tasks[task] for task in members if task in tasks}
+        out[name] = {"tasks": list(scored), "average": EvaluationReport(scored).average}
+    return out
+
+
+def check_splits(taskpool: Any, name: str, splits: Iterable[str]) -> list[str]:
+    """The extra ``splits`` asked of ``taskpool`` (duplicates dropped), refused when it cannot score them."""
+    splits = list(dict.fromkeys(splits))
+    if splits and not isinstance(taskpool, ScoresSplits):
+        raise ConfigError(f"task pool '{name}' cannot score split '{splits[0]}' "
+                          f"(it offers no evaluate_split; see docs/experiments.md)")
+    for split in splits:
+        if split not in taskpool.splits:
+            raise ConfigError(f"task pool '{name}' cannot score split '{split}' "
+                              f"(it scores: {', '.join(taskpool.splits)})")
+    return splits
+
+
+def score_and_report(config: RunConfig, algorithm: Any, taskpool: Any, fused: Any, host: PluginHost, info: RunInfo,
+                     *, splits: list[str], predictions: bool, started: float, fused_at: float) -> dict[str, Any]:
+    """Score ``fused`` on the task pool (its own split, then ``splits``) and build the run's report.
+
+    ``started`` and ``fused_at`` are the ``time.perf_counter()`` readings before and after the
+    fusion; the cost block counts from them. Shared by :func:`execute` and the λ-sweep path of
+    ``fb sweep`` (:mod:`fusionbench_core.experiments.reuse`), so both report alike.
+    """
+    main_split = getattr(taskpool, "split", "test")
     evaluation = taskpool.evaluate(fused)
     done = time.perf_counter()
     by_split = {main_split: evaluation}
@@ -200,10 +254,11 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
             by_split[split] = taskpool.evaluate_split(fused, split)
     extra_done = time.perf_counter()
 
+    requirement = getattr(algorithm, "requirement", Requirement.DATA_FREE)
     settings = algorithm.settings if isinstance(algorithm, BaseAlgorithm) else dict(config.method.options)
     cost = {
-        "wall_s": round(done - start, 3),
-        "fuse_s": round(fused_at - start, 3),
+        "wall_s": round(done - started, 3),
+        "fuse_s": round(fused_at - started, 3),
         "eval_s": round(done - fused_at, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
@@ -241,41 +296,7 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
                     for task, p in getattr(result, "predictions", {}).items()}
             for split, result in by_split.items()
         }
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        if config.save_model:
-            model_dir = output / MODEL_DIR
-            tmp = temporary_dir_for(model_dir)
-            try:
-                if saves_fused:
-                    algorithm.save_fused(fused, tmp)
-                else:
-                    modelpool.save_model(fused, tmp)
-                install_dir(tmp, model_dir, overwrite=config.overwrite)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            report["model_dir"] = str(model_dir)
-        report["output"] = str(output)
-        write_json_atomic(output / REPORT_FILE, report)
-    host.call_hook("run_finished", run=info, report=report)
     return report
-
-
-def declared_groups(taskpool: Any) -> dict[str, list[str]]:
-    """The task groups a task pool declares (optional ``task_groups``: name → task names), else ``{}``."""
-    groups = getattr(taskpool, "task_groups", None)
-    return {str(name): list(tasks) for name, tasks in dict(groups or {}).items()}
-
-
-def group_averages(tasks: dict[str, dict[str, float]], groups: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
-    """Per group: its tasks and the mean of each metric over those of them that were scored."""
-    from .protocols import EvaluationReport
-
-    out: dict[str, dict[str, Any]] = {}
-    for name, members in groups.items():
-        scored = {task: tasks[task] for task in members if task in tasks}
-        out[name] = {"tasks": list(scored), "average": EvaluationReport(scored).average}
-    return out
 
 
 def evaluate_models(modelpool: ComponentSpec, taskpool: ComponentSpec, *, model_dir: Path | None = None,

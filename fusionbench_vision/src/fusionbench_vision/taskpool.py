@@ -143,7 +143,7 @@ class CLIPZeroShotTaskPool:
                              num_workers=self.num_workers, corruption=corruption, severity=self.severity)
 
     def evaluate(self, model: Any) -> EvaluationReport:
-        """Accuracy and loss of vision tower ``model`` (or a full CLIP model's) on every task."""
+        """Accuracy, loss and per-example predictions of vision tower ``model`` (or a CLIP model's) on every task."""
         vision = getattr(model, "vision_model", model)
         classifier = self.classifier
         previous = next(vision.parameters()).device
@@ -155,7 +155,7 @@ class CLIPZeroShotTaskPool:
                 for task in self._tasks:
                     row = task if corruption is None else f"{task}/{corruption}"
                     images = self.images(task, corruption)
-                    report.tasks[row] = classifier.evaluate(
+                    report.tasks[row], report.predictions[row] = classifier.score(
                         vision, get_task(task, self.classnames), images, batch_size=self.batch_size,
                         num_workers=self.num_workers, resident=self._device_copy(task, corruption, images),
                     )

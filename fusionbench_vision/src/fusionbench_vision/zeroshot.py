@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from fusionbench_core.engine.devices import resolve_device
 from fusionbench_core.hub import cache_dir
 from fusionbench_core.progress import track
-from fusionbench_core.protocols import task_logits
+from fusionbench_core.protocols import Predictions, task_logits
 from safetensors.torch import load_file, save_file
 
 from .data import ImageProcessing, ImageSet
@@ -172,6 +172,14 @@ class ZeroShotClassifier:
         ``resident`` holds the same images and labels already on the device (see :meth:`upload`);
         without it, batches stream from the on-disk cache through loader workers.
         """
+        return self.score(vision, spec, images, batch_size=batch_size, num_workers=num_workers, resident=resident)[0]
+
+    @torch.inference_mode()
+    def score(self, vision: torch.nn.Module, spec: TaskSpec, images: ImageSet, *, batch_size: int = 128,
+              num_workers: int = 0, resident: tuple[torch.Tensor, torch.Tensor] | None = None
+              ) -> tuple[dict[str, float], Predictions]:
+        """:meth:`evaluate` and the per-example :class:`~fusionbench_core.protocols.Predictions`, in the
+        image set's order (the same for every model scored on it)."""
         head = self.head(spec)
         if resident is not None:
             total = len(resident[1])
@@ -181,15 +189,20 @@ class ZeroShotClassifier:
             total = len(images)
             batches = batch_loader(images, batch_size, num_workers, self.device.type == "cuda")
         if total == 0:
-            return {"accuracy": float("nan"), "loss": float("nan")}
+            return {"accuracy": float("nan"), "loss": float("nan")}, Predictions((), ())
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        guesses, targets = [], []
         for batch, labels in track(batches, f"{spec.name}: evaluating", total=-(-total // batch_size)):
             labels = labels.to(self.device, non_blocking=True)
             logits = task_logits(vision, lambda member, pixels: self.logits(member, pixels, head), self.pixels(batch))
-            correct += (logits.argmax(dim=1) == labels).sum()
+            guess = logits.argmax(dim=1)
+            correct += (guess == labels).sum()
             loss += F.cross_entropy(logits, labels, reduction="sum").double()
-        return {"accuracy": correct.item() / total, "loss": loss.item() / total}
+            guesses.append(guess)
+            targets.append(labels)
+        predictions = Predictions(tuple(torch.cat(guesses).tolist()), tuple(torch.cat(targets).tolist()))
+        return {"accuracy": correct.item() / total, "loss": loss.item() / total}, predictions
 
     def upload(self, images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
         """The cached ``uint8`` images and labels copied to the device once (for repeated evaluations)."""

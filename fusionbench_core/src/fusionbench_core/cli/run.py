@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -26,9 +27,13 @@ from .render import print_json, print_mapping, print_report, stderr_console
 @click.option("--dry-run", is_flag=True,
               help="Build the method and check every option and range, print the plan, load no model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Result store to record the run in (as `fb sweep --store`). Default: $FUSIONBENCH_STORE, else "
+                   "$FUSIONBENCH_CACHE/results.sqlite3.")
+@click.option("--no-store", is_flag=True, help="Do not record the run in the result store (`fb results`).")
 def run_command(run_file: Path | None, method: str | None, modelpool: str | None, taskpool: str | None,
                 settings: tuple[str, ...], seed: int | None, output: Path | None, save_model: bool | None,
-                overwrite: bool, dry_run: bool, as_json: bool) -> None:
+                overwrite: bool, dry_run: bool, as_json: bool, store_path: Path | None, no_store: bool) -> None:
     """Fuse a model pool with a method and evaluate the result on a task pool.
 
     \b
@@ -38,6 +43,10 @@ def run_command(run_file: Path | None, method: str | None, modelpool: str | None
       fb run -m simple_average -p mini-text --json
       fb run -p tiny -s modelpool.n_models=2 -s taskpool.n_models=2 --dry-run
       fb run experiment.yaml -o runs/ties --save-model --overwrite
+      fb run -m ties --store runs.sqlite3          # recorded there; `fb results --store runs.sqlite3`
+
+    The run is recorded in the result store (its report, metrics and per-example predictions),
+    keyed like a cell of `fb sweep` with `select_on: test`; `--no-store` leaves the store alone.
     """
     from ..config import build_run_config
     from ..run import execute, plan
@@ -54,9 +63,39 @@ def run_command(run_file: Path | None, method: str | None, modelpool: str | None
         else:
             print_mapping("Plan (dry run)", planned)
         return
-    report = execute(config)
+    if no_store and store_path is not None:
+        raise click.UsageError("--store and --no-store contradict each other")
+    store = None
+    if not no_store:
+        from ..experiments.store import ResultStore
+
+        store = ResultStore(store_path)  # a bad store fails here, before anything runs
+    try:
+        report = execute(config, predictions=store is not None)
+        if store is not None:
+            record_run(store, config, report)
+    finally:
+        if store is not None:
+            store.close()
+    report.pop("predictions", None)
     if as_json:
         print_json(report)
     else:
         print_report(report)
         stderr_console().print(f"[dim]report: {report.get('output', '')}/report.json[/dim]")
+
+
+def record_run(store: Any, config: Any, report: dict[str, Any]) -> None:
+    """Record an ``fb run`` report in the result store under its cell key; say so (or that it was stored) on stderr."""
+    from ..experiments.sweep import run_key
+    from ..plugins import get_host
+
+    key, payload = run_key(config, get_host())
+    run_id = store.add(key, {**report, "cell": {"key": key, **payload}}, sweep=None)
+    console = stderr_console()
+    if run_id is None:
+        known = store.find(key)["id"]
+        console.print(f"[dim]result store: this run (same configuration, inputs and code) is run {known} of "
+                      f"{store.path} already[/dim]")
+    else:
+        console.print(f"[dim]result store: run {run_id} of {store.path}[/dim]")

@@ -14,8 +14,10 @@ A sweep file::
     select_on: validation              # or test; the command line's --select-on wins
     reference: true                    # also score the pretrained and each fine-tuned model
 
-Each cell runs through :func:`fusionbench_core.run.execute` (nothing is written to ``fb-runs``)
-and is recorded in the result store in one transaction once it is complete. Its key
+Each cell runs through :func:`fusionbench_core.run.execute` (nothing is written to ``fb-runs``), or,
+for a λ-linear method (task arithmetic, TIES), through the λ-group path of :mod:`.reuse`, which
+builds the pools and the task vector once for every λ; either way a cell is recorded in the result
+store in one transaction once it is complete, by this process alone (:mod:`.executors`: serial, or Ray). Its key
 (:func:`cell_key`) hashes the method and its parsed hyperparameters (defaults included), both
 pools' names and parsed options, the seed, the splits scored, the pools' fingerprints
 (:class:`~fusionbench_core.protocols.Fingerprinted`) and the code version (:func:`code_version`).
@@ -41,7 +43,8 @@ from typing import Any
 from ..config import ComponentSpec, RunConfig
 from ..errors import ConfigError
 
-__all__ = ["Cell", "Suite", "SweepSpec", "cell_key", "code_version", "load_spec", "run_sweep"]
+__all__ = ["Cell", "Job", "Outcome", "Suite", "SweepSpec", "cell_key", "code_version", "load_spec", "plan_jobs",
+           "run_job", "run_key", "run_sweep"]
 
 SPEC_KEYS = ("name", "methods", "seeds", "suites", "select_on", "reference")
 SELECT_ON = ("validation", "test")
@@ -261,6 +264,49 @@ def inspect_suite(suite: Suite, host: Any) -> SuiteInputs:
                        (type(modelpool), type(taskpool)))
 
 
+def cell_code(host: Any, method: str, algorithm: Any, classes: tuple[Any, ...]) -> dict[str, Any]:
+    """The ``code`` part of a cell key: :func:`code_version` of the method and pool classes.
+
+    For a method that ``fb sweep`` runs through the λ-group path (:func:`.reuse.lambda_axis`), the
+    digest of :mod:`fusionbench_core.experiments.reuse` is included too, so editing it reruns those cells.
+    """
+    from . import reuse
+
+    code = code_version(host, type(algorithm), *classes)
+    if reuse.lambda_axis(method, algorithm) is not None:
+        code["sources"] = dict(sorted({**code["sources"], "fusionbench_core.experiments.reuse": _source_digest(reuse)}
+                                      .items()))
+    return code
+
+
+def cell_payload(method: str, settings: dict[str, Any], suite: Suite, suite_inputs: SuiteInputs, seed: int,
+                 splits: tuple[str, ...] | list[str], algorithm: Any, host: Any) -> dict[str, Any]:
+    """What a cell's key hashes (see the module docstring); ``fb run`` keys its stored run the same way."""
+    return {
+        "method": method, "hyperparameters": settings,
+        "modelpool": {"name": suite.modelpool.name, **suite_inputs.modelpool_options},
+        "taskpool": {"name": suite.taskpool.name, **suite_inputs.taskpool_options},
+        "seed": seed, "splits": list(splits), "inputs": suite_inputs.fingerprints,
+        "code": cell_code(host, method, algorithm, suite_inputs.classes),
+    }
+
+
+def run_key(config: RunConfig, host: Any, *, splits: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
+    """``(key, payload)`` of one ``fb run`` configuration, as :func:`plan_cells` keys a cell of a sweep.
+
+    With no ``splits`` the key is that of the same cell in a sweep with ``select_on: test``, so such
+    a sweep finds the run ``fb run`` recorded and skips it.
+    """
+    from ..run import instantiate
+
+    suite = Suite(copy.deepcopy(config.modelpool), copy.deepcopy(config.taskpool))
+    suite_inputs = inspect_suite(suite, host)
+    algorithm = instantiate(host, "method", ComponentSpec(config.method.name, dict(config.method.options)))
+    settings = getattr(algorithm, "settings", None) or dict(config.method.options)
+    payload = cell_payload(config.method.name, settings, suite, suite_inputs, config.seed, splits, algorithm, host)
+    return cell_key(payload), payload
+
+
 def plan_cells(spec: SweepSpec, host: Any) -> tuple[list[Cell], list[dict[str, Any]]]:
     """Check every cell (hyperparameters parsed and range-checked) and compute its key.
 
@@ -273,19 +319,12 @@ def plan_cells(spec: SweepSpec, host: Any) -> tuple[list[Cell], list[dict[str, A
     for i, suite in enumerate(spec.suites):
         inputs[i] = inspect_suite(suite, host)
     cells = spec.cells()
-    algorithms: dict[str, Any] = {}
     for cell in cells:
         suite_inputs = inputs[spec.suites.index(cell.suite)]
         algorithm = instantiate(host, "method", ComponentSpec(cell.method, dict(cell.hyperparameters)))
-        algorithms.setdefault(cell.method, algorithm)
         cell.settings = getattr(algorithm, "settings", None) or dict(cell.hyperparameters)
-        cell.payload = {
-            "method": cell.method, "hyperparameters": cell.settings,
-            "modelpool": {"name": cell.suite.modelpool.name, **suite_inputs.modelpool_options},
-            "taskpool": {"name": cell.suite.taskpool.name, **suite_inputs.taskpool_options},
-            "seed": cell.seed, "splits": list(spec.splits), "inputs": suite_inputs.fingerprints,
-            "code": code_version(host, type(algorithm), *suite_inputs.classes),
-        }
+        cell.payload = cell_payload(cell.method, cell.settings, cell.suite, suite_inputs, cell.seed, spec.splits,
+                                    algorithm, host)
         cell.key = cell_key(cell.payload)
     references = []
     if spec.reference:
@@ -345,17 +384,18 @@ class SweepProgress:
             return None
         return (time.perf_counter() - self.started) / self.ran * (self.total - self.done)
 
-    def start(self, cell: Cell) -> None:
-        """A cell starts."""
-        self.running = 1
+    def start(self, cell: Cell | None = None, running: int = 1) -> None:
+        """Cells start: ``running`` of them are now computing (a λ group, or Ray tasks in flight)."""
+        self.running = running
         if self.bar is not None:
-            self.bar.update(self.task, running=1, left=self.total - self.done - 1)
+            self.bar.update(self.task, running=running, left=self.total - self.done - running)
 
-    def finish(self, cell: Cell, summary: str) -> None:
+    def finish(self, cell: Cell | None, summary: str) -> None:
         """A cell is recorded."""
-        self.running, self.done, self.ran = 0, self.done + 1, self.ran + 1
+        self.running, self.done, self.ran = max(0, self.running - 1), self.done + 1, self.ran + 1
         if self.bar is not None:
-            self.bar.update(self.task, completed=self.done, done=self.done, running=0, left=self.total - self.done)
+            self.bar.update(self.task, completed=self.done, done=self.done, running=self.running,
+                            left=self.total - self.done - self.running)
         elif self.enabled:
             eta = self.eta()
             eta_text = f", ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""
@@ -371,21 +411,138 @@ def _hp_text(settings: dict[str, Any]) -> str:
     return "".join(f" {k}={v}" for k, v in settings.items())
 
 
-def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = False,
-              execute: Callable[..., dict[str, Any]] | None = None) -> SweepResult:
-    """Run every cell of ``spec`` not yet in ``store``, serially in this process, recording each when complete.
+@dataclass
+class Job:
+    """One unit of work of a sweep: a suite's references, one cell, or a λ group of cells.
 
-    References (pretrained and individual models) come first, then the cells in :meth:`SweepSpec.cells`
-    order. ``KeyboardInterrupt`` stops the sweep between or inside a cell without recording that cell;
-    the result then has ``interrupted`` set and the unfinished cells ``left``. ``execute`` replaces
-    :func:`fusionbench_core.run.execute` (tests).
+    Plain data (picklable), so a Ray worker can run it: :func:`run_job` yields its outcomes and the
+    driver alone writes them to the store.
+    """
+
+    kind: str
+    """``reference``, ``cell`` or ``lambda``."""
+    cells: list[Cell] = field(default_factory=list)
+    suite: Suite | None = None
+    keys: dict[str, str] = field(default_factory=dict)
+    """Reference jobs: ``{"pretrained": key, "individual": key}`` of the references still to record."""
+    axis: str | None = None
+    splits: tuple[str, ...] = ()
+    gpus: float = 0.0
+    """GPUs a Ray executor requests for this job (see :func:`wants_gpu`)."""
+    threads: int | None = None
+    """torch's intra-op threads for a Ray worker: the driver's, so that sums reduce in the same order
+    and the stored metrics equal the serial executor's to the last bit."""
+
+    @property
+    def label(self) -> str:
+        """A short description for progress lines."""
+        if self.kind == "reference":
+            return f"references on {self.suite.label}"
+        cell = self.cells[0]
+        return f"{cell.method} on {cell.suite.label} seed={cell.seed}" + (
+            f" ({len(self.cells)} values of {self.axis})" if self.kind == "lambda" else "")
+
+
+@dataclass
+class Outcome:
+    """One finished item of a job: the key it is stored under, its kind and report (``None``: nothing to record)."""
+
+    key: str
+    kind: str
+    report: dict[str, Any] | None
+
+
+def wants_gpu(host: Any, cell: Cell) -> bool:
+    """Whether a cell's method or pools want a GPU: a class says ``wants_gpu = True``
+    or declares a ``device`` option."""
+    for kind, name in (("method", cell.method), ("modelpool", cell.suite.modelpool.name),
+                       ("taskpool", cell.suite.taskpool.name)):
+        try:
+            factory = host.registry(kind).entry(name).load()
+        except Exception:  # noqa: BLE001 - planning already checked the names; stay conservative
+            continue
+        declared = list(getattr(factory, "options", None) or ()) + list(getattr(factory, "hyperparameters", None) or ())
+        if getattr(factory, "wants_gpu", False) or any(getattr(opt, "name", None) == "device" for opt in declared):
+            return True
+    return False
+
+
+def plan_jobs(spec: SweepSpec, cells: list[Cell], references: list[dict[str, Any]], stored: set[str], host: Any,
+              *, reuse: bool = True) -> list[Job]:
+    """The jobs of the cells and references not in ``stored``: references first, then cells in order.
+
+    With ``reuse``, cells of a λ-linear method (:func:`.reuse.lambda_axis`) that differ in λ alone
+    form one ``lambda`` job (:func:`.reuse.group_cells`); every other cell is a job of its own.
+    """
+    from ..run import instantiate
+    from .reuse import group_cells, lambda_axis
+
+    jobs = [Job("reference", suite=ref["suite"], keys={k: v for k, v in ref["keys"].items() if v not in stored})
+            for ref in references]
+    jobs = [job for job in jobs if job.keys]
+    todo = [cell for cell in cells if cell.key not in stored]
+    axes: dict[str, str | None] = {}
+    if reuse:
+        for cell in todo:
+            if cell.method not in axes:
+                algorithm = instantiate(host, "method", ComponentSpec(cell.method, dict(cell.hyperparameters)))
+                axes[cell.method] = lambda_axis(cell.method, algorithm)
+    for group in group_cells(todo, axes):
+        axis = axes.get(group[0].method)
+        jobs.append(Job("lambda" if axis else "cell", cells=group, axis=axis, splits=tuple(spec.splits)))
+    return jobs
+
+
+def run_job(job: Job, host: Any = None, execute: Callable[..., dict[str, Any]] | None = None) -> Iterator[Outcome]:
+    """Compute one job, yielding each outcome as soon as it is complete; writes nothing anywhere.
+
+    ``execute`` replaces :func:`fusionbench_core.run.execute` for ``cell`` jobs (tests).
     """
     from ..plugins import get_host
     from ..run import evaluate_models
     from ..run import execute as run_execute
 
     host = host or get_host()
-    execute = execute or run_execute
+    if job.kind == "reference":
+        suite = job.suite
+        started = time.perf_counter()
+        scores = evaluate_models(copy.deepcopy(suite.modelpool), copy.deepcopy(suite.taskpool), host=host)
+        wall = round(time.perf_counter() - started, 3)
+        for kind, key in job.keys.items():
+            yield Outcome(key, kind, reference_report(kind, scores, suite, host, wall))
+    elif job.kind == "lambda":
+        from .reuse import execute_lambda_group
+
+        reports = execute_lambda_group([cell.config() for cell in job.cells], job.axis, host, splits=job.splits,
+                                       predictions=True)
+        for cell, report in zip(job.cells, reports):
+            yield Outcome(cell.key, "fused", {**report, "cell": {"key": cell.key, **cell.payload}})
+    else:
+        execute = execute or run_execute
+        for cell in job.cells:
+            report = execute(cell.config(), host, write=False, splits=job.splits, predictions=True)
+            yield Outcome(cell.key, "fused", {**report, "cell": {"key": cell.key, **cell.payload}})
+
+
+def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = False,
+              execute: Callable[..., dict[str, Any]] | None = None, executor: str = "serial", reuse: bool = True,
+              address: str | None = None, num_cpus: int | None = None,
+              gpus_per_cell: float | None = None) -> SweepResult:
+    """Run every cell of ``spec`` not yet in ``store``, recording each in the store when complete.
+
+    References (pretrained and individual models) come first, then the cells in :meth:`SweepSpec.cells`
+    order (a λ group runs where its first cell stands). ``executor`` is ``serial`` (in this process)
+    or ``ray`` (:mod:`.executors`: jobs run as Ray tasks; ``address``, ``num_cpus`` and
+    ``gpus_per_cell`` are Ray's); either way this process alone writes the store.
+    ``KeyboardInterrupt`` stops the sweep without recording an unfinished cell; the result then has
+    ``interrupted`` set and the unfinished cells ``left``. ``reuse=False`` runs every cell through
+    :func:`fusionbench_core.run.execute`; ``execute`` replaces that function (tests).
+    """
+    from ..plugins import get_host
+    from .executors import get_executor
+
+    run_jobs = get_executor(executor, address=address, num_cpus=num_cpus, gpus_per_cell=gpus_per_cell)
+    host = host or get_host()
     cells, references = plan_cells(spec, host)
     stored = store.keys()
     rows = []
@@ -400,46 +557,49 @@ def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = 
     if dry_run:
         return result
     by_key = {row["key"]: row for row in rows}
+    jobs = plan_jobs(spec, cells, references, stored, host, reuse=reuse)
+    if executor == "ray":
+        threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+        for job in jobs:
+            job.threads = threads
+            if gpus_per_cell is None:
+                job.gpus = 1.0 if job.cells and wants_gpu(host, job.cells[0]) else 0.0
     progress = SweepProgress(len(rows), sum(row["status"] == "stored" for row in rows))
+
+    def still_needed(job: Job) -> bool:
+        """Drop what another sweep recorded meanwhile (checked when a job is about to start)."""
+        if job.kind == "reference":
+            job.keys = {k: v for k, v in job.keys.items() if not store.has(v)}
+            return bool(job.keys)
+        for cell in [c for c in job.cells if store.has(c.key)]:
+            by_key[cell.key]["status"] = "stored"
+            progress.finish(cell, f"{cell.method}{_hp_text(cell.settings)} seed={cell.seed}: stored by another sweep")
+        job.cells = [c for c in job.cells if by_key[c.key]["status"] != "stored"]
+        return bool(job.cells)
+
     try:
-        for ref in references:
-            keys = ref["keys"]
-            if all(by_key[k]["status"] == "stored" for k in keys.values()):
+        for outcome in run_jobs(jobs, host=host, execute=execute, still_needed=still_needed, progress=progress):
+            row = by_key[outcome.key]
+            if outcome.report is None:
+                row["status"] = "stored"  # nothing to record (e.g. no pretrained model)
                 continue
-            suite = ref["suite"]
-            started = time.perf_counter()
-            scores = evaluate_models(copy.deepcopy(suite.modelpool), copy.deepcopy(suite.taskpool), host=host)
-            wall = round(time.perf_counter() - started, 3)
-            for kind, key in keys.items():
-                if by_key[key]["status"] == "stored":
-                    continue
-                report = reference_report(kind, scores, suite, host, wall)
-                if report is None:
-                    by_key[key]["status"] = "stored"  # nothing to record (e.g. no pretrained model)
-                    continue
-                store.add(key, report, sweep=spec.name, kind=kind)
-                by_key[key]["status"] = "done"
-                by_key[key]["average"] = report["average"].get("accuracy")
-                progress.finish(None, f"{kind} models on {suite.label}")
-        for cell in cells:
-            row = by_key[cell.key]
-            if row["status"] == "stored":
+            if store.add(outcome.key, outcome.report, sweep=spec.name, kind=outcome.kind) is None:
+                row["status"] = "stored"  # another sweep recorded it while this one computed it
+                progress.finish(None, f"{row['method']}: stored by another sweep")
                 continue
-            if store.has(cell.key):  # another sweep recorded it meanwhile
-                row["status"] = "stored"
-                progress.finish(cell, f"{cell.method}{_hp_text(cell.settings)} seed={cell.seed}: "
-                                      "stored by another sweep")
-                continue
-            progress.start(cell)
-            report = execute(cell.config(), host, write=False, splits=spec.splits, predictions=True)
-            store.add(cell.key, {**report, "cell": {"key": cell.key, **cell.payload}}, sweep=spec.name)
             row["status"] = "done"
+            if outcome.kind != "fused":
+                row["average"] = outcome.report["average"].get("accuracy")
+                progress.finish(None, f"{outcome.kind} models on {row['suite']}")
+                continue
+            report = outcome.report
             row["test_accuracy"] = _split_accuracy(report, "test")
             row["validation_accuracy"] = _split_accuracy(report, "validation")
             row["wall_s"] = report.get("cost", {}).get("wall_s")
             acc = row["test_accuracy"]
-            progress.finish(cell, f"{cell.method}{_hp_text(cell.settings)} on {cell.suite.label} seed={cell.seed}: "
-                                  f"test accuracy {acc:.4f}" if acc is not None else f"{cell.method} done")
+            progress.finish(None, f"{row['method']}{_hp_text(row['hyperparameters'])} on {row['suite']} "
+                                  f"seed={row['seed']}: test accuracy {acc:.4f}" if acc is not None
+                            else f"{row['method']} done")
     except KeyboardInterrupt:
         result.interrupted = True
     finally:

@@ -37,7 +37,7 @@ from torch import nn
 
 from .heads import cosine_head
 from .store import HEAD_FILE, INFO_FILE, MODEL_FILE, SuiteStore, load_head, save_head
-from .training import evaluate_head, task_seed, train_under_head
+from .training import score_head, task_seed, train_under_head
 
 __all__ = ["BuildProfile", "SuiteBuilder", "TaskExamples", "settings_fingerprint", "shot_indices"]
 
@@ -258,9 +258,18 @@ class SuiteBuilder:
         Scores through :func:`fusionbench_core.protocols.task_logits` (see
         :func:`.training.evaluate_head`).
         """
+        return self.score(backbone, head, examples, batch_size)[0]
+
+    def score(self, backbone: nn.Module, head: nn.Module, examples: TaskExamples,
+              batch_size: int | None = None) -> tuple[dict[str, float], Any]:
+        """:meth:`evaluate` and the per-example :class:`~fusionbench_core.protocols.Predictions`.
+
+        The predictions follow :meth:`scoring_batches`' order (the split's own order unless a
+        suite reorders it, by length, say): fixed, so two models scored on a split pair up.
+        """
         dev = next(backbone.parameters()).device
-        return evaluate_head(backbone, head, self.scoring_batches(examples, batch_size or self.eval_batch_size, dev),
-                             self.features)
+        return score_head(backbone, head, self.scoring_batches(examples, batch_size or self.eval_batch_size, dev),
+                          self.features)
 
     def scoring_batches(self, examples: TaskExamples, batch_size: int,
                         device: torch.device | str = "cpu") -> Iterator[tuple[Any, torch.Tensor]]:

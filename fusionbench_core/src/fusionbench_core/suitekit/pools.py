@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fusionbench_core.errors import ConfigError, UnknownComponentError
-from fusionbench_core.protocols import PRETRAINED, DataRequest, EvaluationReport, TensorSource
+from fusionbench_core.protocols import PRETRAINED, DataRequest, EvaluationReport, Predictions, TensorSource
 
 from .builder import SuiteBuilder
 from .splits import SPLITS
@@ -224,6 +224,7 @@ class ExpertSuiteTaskPool:
         self.max_examples = max_examples or None
         self.batch_size = batch_size or self.default_batch_size
         self._bound: ExpertSuiteModelPool | None = None
+        self._heads: dict[Path, nn.Module] = {}
 
     def bind(self, modelpool: Any) -> None:
         """Score with the variant (and builder) of ``modelpool`` when it is a pool of this suite.
@@ -248,9 +249,23 @@ class ExpertSuiteTaskPool:
 
         The split is capped at the profile's ``test_examples`` and at ``max_examples``.
         """
+        return self.score_task(model, head, task, builder, profile, split)[0]
+
+    def score_task(self, model: nn.Module, head: nn.Module, task: str, builder: SuiteBuilder, profile: Any,
+                   split: str = "test") -> tuple[dict[str, float], Predictions]:
+        """:meth:`score` and the per-example :class:`~fusionbench_core.protocols.Predictions` (see
+        :meth:`.builder.SuiteBuilder.score` for their order)."""
         caps = [c for c in (profile.test_examples, self.max_examples) if c]
         examples = builder.task_arrays(profile, task, split, min(caps) if caps else None)
-        return builder.evaluate(model, head, examples, self.batch_size)
+        return builder.score(model, head, examples, self.batch_size)
+
+    def task_head(self, builder: SuiteBuilder, store: Any, task: str) -> nn.Module:
+        """A task's frozen head, read from the store once per pool (a λ sweep scores many models with it)."""
+        path = store.head_path(task)
+        heads = self.__dict__.setdefault("_heads", {})  # a subclass's __init__ may not call this one's
+        if path not in heads:
+            heads[path] = builder.load_head(path)
+        return heads[path]
 
     # -- TaskPool
 
@@ -267,7 +282,12 @@ class ExpertSuiteTaskPool:
         return self.evaluate_split(model, self.split)
 
     def evaluate_split(self, model: nn.Module, split: str) -> EvaluationReport:
-        """Score ``model`` on every task's ``split`` (``test`` or ``validation``), each task with its own head."""
+        """Score ``model`` on every task's ``split`` (``test`` or ``validation``), each task with its own head.
+
+        The report carries every task's per-example predictions (``fb sweep`` and ``fb run`` store
+        them for ``fb compare``). Heads are read once per pool and the split's examples once per
+        builder, so scoring many models (a λ sweep) reads the data once.
+        """
         from fusionbench_core.progress import track
 
         if split not in self.splits:
@@ -280,8 +300,8 @@ class ExpertSuiteTaskPool:
                               f"run `fb suites build {self.suite}{' --quick' if profile.name == 'quick' else ''}`")
         report = EvaluationReport()
         for task in track(list(profile.tasks), f"evaluating on {self.name} ({split})"):
-            report.tasks[task] = self.score(model, builder.load_head(store.head_path(task)), task, builder, profile,
-                                            split)
+            report.tasks[task], report.predictions[task] = self.score_task(
+                model, self.task_head(builder, store, task), task, builder, profile, split)
         return report
 
     def fingerprint(self) -> str:

@@ -2,7 +2,8 @@
 
 - :func:`train_under_head`: AdamW with warm-up then cosine decay (:func:`warmup_cosine`) over a
   seeded data order, the loss supplied per batch of indices;
-- :func:`evaluate_head`: accuracy and cross-entropy of ``head(features(backbone, x))``;
+- :func:`evaluate_head`: accuracy and cross-entropy of ``head(features(backbone, x))``
+  (:func:`score_head`: with the per-example predictions);
 - :func:`task_seed`: one seed per (seed, task), so experts do not depend on build order.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["evaluate_head", "move_to", "task_seed", "train_under_head", "warmup_cosine"]
+__all__ = ["evaluate_head", "move_to", "score_head", "task_seed", "train_under_head", "warmup_cosine"]
 
 
 def task_seed(seed: int, task: str) -> int:
@@ -85,7 +86,17 @@ def evaluate_head(backbone: nn.Module, head: nn.Module, batches: Iterable[tuple[
     inference mode. Scores through :func:`fusionbench_core.protocols.task_logits`, so an ensemble
     that combines its members after the head (a predictor) is scored by its own rule.
     """
-    from fusionbench_core.protocols import task_logits
+    return score_head(backbone, head, batches, features)[0]
+
+
+def score_head(backbone: nn.Module, head: nn.Module, batches: Iterable[tuple[Any, torch.Tensor]],
+               features: Callable[[nn.Module, Any], torch.Tensor]) -> tuple[dict[str, float], Any]:
+    """:func:`evaluate_head` and the per-example predictions: ``(metrics, Predictions)``.
+
+    The :class:`~fusionbench_core.protocols.Predictions` list the predicted class and the label of
+    every example in the order ``batches`` yields them (a fixed order, so two runs pair up).
+    """
+    from fusionbench_core.protocols import Predictions, task_logits
 
     dev = next(backbone.parameters()).device
     # A copy: moving the caller's head inside inference mode would turn its weights into inference
@@ -93,10 +104,16 @@ def evaluate_head(backbone: nn.Module, head: nn.Module, batches: Iterable[tuple[
     head = copy.deepcopy(head).to(dev)
     backbone.eval()
     correct, loss_sum, n = 0, 0.0, 0
+    predicted, targets = [], []
     with torch.inference_mode():
         for inputs, y in batches:
             logits = task_logits(backbone, lambda member, x: head(features(member, x)), inputs).float()
-            correct += int((logits.argmax(dim=1) == y).sum())
+            guess = logits.argmax(dim=1)
+            correct += int((guess == y).sum())
             loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             n += len(y)
-    return {"accuracy": correct / max(1, n), "loss": loss_sum / max(1, n)}
+            predicted.append(guess.cpu())
+            targets.append(y.cpu())
+    flat = (lambda parts: tuple(torch.cat(parts).tolist()) if parts else ())
+    return ({"accuracy": correct / max(1, n), "loss": loss_sum / max(1, n)},
+            Predictions(flat(predicted), flat(targets)))
