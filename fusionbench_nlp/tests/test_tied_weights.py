@@ -20,7 +20,8 @@ def _lm_head_grams(pool: FlanT5GlueModelPool, task: str) -> torch.Tensor:
     """XᵀX / n of the head's inputs on ``task``'s first training prompts, by a hook of our own."""
     model = pool.load_model(task).eval()
     rows = []
-    handle = model.lm_head.register_forward_pre_hook(lambda _m, args: rows.append(args[0].reshape(-1, args[0].shape[-1])))
+    handle = model.lm_head.register_forward_pre_hook(
+        lambda _m, args: rows.append(args[0].reshape(-1, args[0].shape[-1])))
     try:
         with torch.no_grad():
             for inputs, _ in pool.batches(task, DataRequest(split="train", examples=EXAMPLES, labelled=False),

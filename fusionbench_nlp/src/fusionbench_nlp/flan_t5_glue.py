@@ -173,7 +173,7 @@ class FlanT5GlueModelPool:
         save_pretrained_atomic(model, Path(path), [Path(self.checkpoints.path(PRETRAINED))], TOKENIZER_FILES)
 
     def architecture(self) -> ArchitectureSpec:
-        """``T5ForConditionalGeneration`` for the mixing methods (:class:`~fusionbench_core.protocols.ArchitectureSpec`).
+        """``T5ForConditionalGeneration`` for the mixing methods (:class:`ArchitectureSpec`).
 
         The MLPs are the feed-forward modules of every block, as upstream's Flan-T5 WEMoE up-scales them:
         ``encoder.block.N.layer.1.DenseReluDense`` and ``decoder.block.N.layer.2.DenseReluDense`` (gated

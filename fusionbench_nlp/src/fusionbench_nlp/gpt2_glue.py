@@ -159,7 +159,7 @@ class GPT2GlueModelPool:
         save_pretrained_atomic(model, Path(path), [Path(self.resources.path(PRETRAINED))], TOKENIZER_FILES)
 
     def architecture(self) -> ArchitectureSpec:
-        """``GPT2Model`` as it is (:class:`~fusionbench_core.protocols.ArchitectureSpec`): blocks ``h``, MLPs ``h.N.mlp``.
+        """``GPT2Model`` as it is (:class:`ArchitectureSpec`): blocks ``h``, MLPs ``h.N.mlp``.
 
         Its linear layers are transformers' input-major ``Conv1D``, not ``nn.Linear``; none is declared as
         a linear type, so a mixing method that needs linear layers stops with one line naming ``Conv1D``

@@ -191,7 +191,8 @@ def canny(x: np.ndarray, low: float = 50, high: float = 150) -> np.ndarray:
 
 
 def equalize_hist(x: np.ndarray) -> np.ndarray:
-    """OpenCV's ``equalizeHist`` of a ``uint8`` image: the cumulative histogram from the first used level, scaled to 255."""
+    """OpenCV's ``equalizeHist`` of a ``uint8`` image: the cumulative histogram above the first used level,
+    scaled to 255."""
     hist = np.bincount(x.ravel(), minlength=256)
     first = int(np.flatnonzero(hist)[0])
     total = x.size

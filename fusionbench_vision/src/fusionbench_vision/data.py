@@ -173,8 +173,8 @@ class _Preprocessed:
     (:func:`fusionbench_vision.corruptions.corrupt`, seeded by its row index), then preprocessed.
     """
 
-    def __init__(self, dataset: Any, indices: np.ndarray, image_column: str, label_column: str, processing: ImageProcessing,
-                 corruption: tuple[str, int, int] | None = None):
+    def __init__(self, dataset: Any, indices: np.ndarray, image_column: str, label_column: str,
+                 processing: ImageProcessing, corruption: tuple[str, int, int] | None = None):
         self.dataset, self.indices = dataset, indices
         self.image_column, self.label_column, self.processing = image_column, label_column, processing
         self.corruption = corruption
