@@ -7,6 +7,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("FUSIONBENCH_PROGRESS", "0")
+# `fb run` and `fb sweep` record into the result store ($FUSIONBENCH_STORE, else the cache's): tests
+# record into a private one, never the user's (a test that wants another sets the variable itself).
+import tempfile  # noqa: E402
+
+os.environ["FUSIONBENCH_STORE"] = os.path.join(tempfile.mkdtemp(prefix="fb-test-store-"), "results.sqlite3")
 
 # The cache the user (or `make test`, which builds the quick mini suites there first) configured,
 # read before any fixture points FUSIONBENCH_CACHE at a private directory.

@@ -73,6 +73,23 @@ def test_no_validation_scores_is_a_one_line_error(tmp_path):
         assert build_leaderboards(s, select_on="test")[0].rows[0].average == pytest.approx((0.5, 0.0))
 
 
+def test_runs_without_the_selection_split_are_left_out_of_selection(tmp_path):
+    """An `fb run` (test split only) beside a validation sweep: it neither breaks the table nor is selected."""
+    with open_store(tmp_path / "r.sqlite3") as s:
+        s.add("a", report("ta", 0.3, 0, test=(0.5, 0.5), val=(0.6, 0.6)))
+        s.add("b", report("ta", 0.7, 0, test=(0.5, 0.5), val=(0.4, 0.4)))
+        lone = report("ta", 0.9, 0, test=(0.99, 0.99), val=(0.99, 0.99))
+        del lone["splits"]
+        s.add("c", lone)
+        other = report("avg", None, 0, test=(0.7, 0.7), val=(0.7, 0.7))
+        del other["splits"]
+        s.add("d", other)
+        (board,) = build_leaderboards(s)
+        assert [r.method for r in board.rows] == ["ta"] and board.rows[0].hyperparameters == {"scaling_factor": 0.3}
+        assert board.unselectable == ["avg"] and "Not shown, no validation scores" in board.caption
+        assert {r.method for r in build_leaderboards(s, select_on="test")[0].rows} == {"ta", "avg"}
+
+
 def test_formats(store):
     boards = build_leaderboards(store)
     md = render(boards, "markdown")  # 72.75 % normalised prints as 72.7 (binary float just below)

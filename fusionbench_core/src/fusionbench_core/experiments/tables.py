@@ -85,14 +85,18 @@ class Leaderboard:
     rows: list[Row] = field(default_factory=list)
     candidates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Per method, every hyperparameter setting with its validation and test means (for plots)."""
+    unselectable: list[str] = field(default_factory=list)
+    """Methods left out: none of their runs scored the selection split (``fb run`` alone, say)."""
 
     @property
     def caption(self) -> str:
         """What the table shows and how the hyperparameters were chosen."""
         chosen = ("hyperparameters selected on the validation split" if self.select_on == "validation"
                   else "hyperparameters selected on the test split (oracle, not a fair protocol)")
+        left_out = (f" Not shown, no {self.select_on} scores (run them with fb sweep): "
+                    f"{', '.join(self.unselectable)}." if self.unselectable else "")
         return (f"{self.suite}: test {self.metric} (%), mean ± std over seeds; normalised = merged ÷ individual; "
-                f"{chosen}; cost = mean wall time of one run (s).")
+                f"{chosen}; cost = mean wall time of one run (s).{left_out}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready leaderboard."""
@@ -150,7 +154,17 @@ def _leaderboard(label: str, runs: list[dict[str, Any]], select_on: str, metric:
 
     # method → setting (JSON) → seed → latest run
     grouped: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    # Runs that did not score the selection split (an `fb run`, a test-only sweep) cannot take part in
+    # selection; a method with no other run is left out (named in the caption), unless nothing is left.
+    selectable = {r["method"] for r in fused if _split_metrics(r, select_on)}
+    board.unselectable = sorted({r["method"] for r in fused} - selectable)
+    if board.unselectable and not selectable:
+        raise FusionBenchError(
+            f"method '{board.unselectable[0]}' on suite '{label}' has no {select_on} scores in the store; "
+            f"run the sweep with --select-on {select_on}, or pass --select-on test")
     for run in fused:
+        if not _split_metrics(run, select_on):
+            continue
         setting = json.dumps(run["hyperparameters"], sort_keys=True)
         grouped.setdefault(run["method"], {}).setdefault(setting, {})[run["seed"]] = run
     for method, settings in grouped.items():
