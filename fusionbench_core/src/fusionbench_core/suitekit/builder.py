@@ -278,6 +278,21 @@ class SuiteBuilder:
 
     # -- the build
 
+    def fine_tuned_parameters(self, profile: Any, backbone: nn.Module) -> list[nn.Parameter]:
+        """The parameters an expert fine-tunes: all but those named under the profile's ``frozen`` prefixes.
+
+        A profile without a ``frozen`` field fine-tunes everything. Frozen parameters are also marked
+        ``requires_grad=False``, so an expert's task vector is exactly zero on them.
+        """
+        frozen = tuple(getattr(profile, "frozen", ()))
+        trained = []
+        for name, parameter in backbone.named_parameters():
+            if any(name == prefix or name.startswith(prefix + ".") for prefix in frozen):
+                parameter.requires_grad_(False)
+            else:
+                trained.append(parameter)
+        return trained
+
     def build_expert(self, profile: Any, seed: int, task: str, pretrained: nn.Module, head: nn.Module,
                      directory: Path, device: torch.device, label: str) -> dict[str, Any]:
         """Fine-tune one expert under its frozen head, write it to ``directory``; returns its ``info.json`` content."""
@@ -286,7 +301,8 @@ class SuiteBuilder:
         head.requires_grad_(False)
         train_set = self.training_examples(profile, task)
         start = time.perf_counter()
-        loss = self.train(backbone, head, train_set, params=list(backbone.parameters()), epochs=profile.epochs,
+        loss = self.train(backbone, head, train_set, params=self.fine_tuned_parameters(profile, backbone),
+                          epochs=profile.epochs,
                           lr=profile.lr, batch=profile.batch, seed=task_seed(seed, task),
                           description=f"{self.suite}: {label}")
         val = self.validation_examples(profile, task)
