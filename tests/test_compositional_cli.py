@@ -77,6 +77,7 @@ def test_sweep_resumes_and_report_matches_the_stored_runs(sources, configured_ca
     assert len(full) == 1
     stored = json.loads(fb("results", "show", str(full[0]["id"]), "--store", str(store), "--json").stdout)
     tasks = stored["report"]["splits"]["test"]["tasks"] if "report" in stored else stored["splits"]["test"]["tasks"]
+    assert set(stored["predictions"]["test"]) == set(cd.pairs()), "per-example predictions of every pair (fb compare)"
     expected = sum(tasks[t]["accuracy"] for t in cd.held_out()) / len(cd.held_out())
     assert methods["simple_average"]["held-out"][0] == pytest.approx(expected)
     assert sorted(out["scaling"]["simple_average"]) == [str(k) for k in range(2, 9)] or \

@@ -281,6 +281,10 @@ class ExpertSuiteTaskPool:
         """Score ``model`` on every task's scored split (``test``, or ``validation``: see the ``split`` option)."""
         return self.evaluate_split(model, self.split)
 
+    def scored_tasks(self, profile: Any) -> list[str]:
+        """The tasks :meth:`evaluate_split` scores: the profile's (one expert each); a suite may score more."""
+        return list(profile.tasks)
+
     def evaluate_split(self, model: nn.Module, split: str) -> EvaluationReport:
         """Score ``model`` on every task's ``split`` (``test`` or ``validation``), each task with its own head.
 
@@ -294,12 +298,13 @@ class ExpertSuiteTaskPool:
             raise ConfigError(f"task pool '{self.name}': split must be one of {', '.join(self.splits)}, got '{split}'")
         builder, profile = self.variant()
         store = builder.store(profile)
-        missing = [t for t in profile.tasks if not store.head_path(t).exists()]
+        tasks = self.scored_tasks(profile)
+        missing = [t for t in tasks if not store.head_path(t).exists()]
         if missing:
             raise ConfigError(f"task pool '{self.name}': the head of task '{missing[0]}' is not built; "
                               f"run `fb suites build {self.suite}{' --quick' if profile.name == 'quick' else ''}`")
         report = EvaluationReport()
-        for task in track(list(profile.tasks), f"evaluating on {self.name} ({split})"):
+        for task in track(tasks, f"evaluating on {self.name} ({split})"):
             report.tasks[task], report.predictions[task] = self.score_task(
                 model, self.task_head(builder, store, task), task, builder, profile, split)
         return report

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from fusionbench_core.errors import ConfigError
-from fusionbench_core.protocols import PRETRAINED, EvaluationReport, Option
+from fusionbench_core.protocols import PRETRAINED, Option
 from fusionbench_core.suitekit.pools import ExpertSuiteModelPool, ExpertSuiteTaskPool
 
 from ..mini.pool import MiniVisionModelPool
@@ -145,20 +145,6 @@ class CompositionalTaskPool(ExpertSuiteTaskPool):
             groups[NOT_MERGED] = rest
         return groups
 
-    def evaluate_split(self, model: Any, split: str) -> EvaluationReport:
-        """Score ``model`` on every pair's ``split`` (``test`` or ``validation``) with the pair's head."""
-        from fusionbench_core.progress import track
-
-        if split not in self.splits:
-            raise ConfigError(f"task pool '{self.name}': split must be one of {', '.join(self.splits)}, got '{split}'")
-        builder, profile = self.variant()
-        store = builder.store(profile)
-        missing = [t for t in profile.pairs if not store.head_path(t).exists()]
-        if missing:
-            raise ConfigError(f"task pool '{self.name}': the head of pair '{missing[0]}' is not built; "
-                              f"run `fb suites build {self.suite}{' --quick' if profile.name == 'quick' else ''}`")
-        report = EvaluationReport()
-        for task in track(list(profile.pairs), f"evaluating on {self.name} ({split})"):
-            report.tasks[task] = self.score(model, builder.load_head(store.head_path(task)), task, builder, profile,
-                                            split)
-        return report
+    def scored_tasks(self, profile: Any) -> list[str]:
+        """Every pair, held in and held out (the base class scores them, with predictions, each with its head)."""
+        return list(profile.pairs)
