@@ -208,7 +208,8 @@ def measure_seed(suite: str, seed: int, methods: list[tuple[str, Any]], log, *, 
         rows["individual"] = {**individual, "hyperparameters": {}}
     for name, cls in methods:
         swept = name in SWEPT
-        settings = ([] if swept and validation_sweep else [{}]) + ([{SWEPT[name]: lam} for lam in SWEEP] if swept else [])
+        # The default is always scored (on test, under the validation-sweep protocol): it is what a plain `fb run` gives.
+        settings = [{}] + ([{SWEPT[name]: lam} for lam in SWEEP] if swept else [])
         fused_models: dict[str, Any] = {}
         for hp in settings:
             label = name if not hp else f"{name}@{hp[SWEPT[name]]}"
@@ -427,9 +428,44 @@ def _suite_section(suite: str, seeds: dict[str, Any], methods: dict[str, str]) -
     else:
         lines += ["λ sweep (test average):", ""] + sweep + [""]
     lines += _orderings(averages, per_seed, methods)
+    lines += _cost_table(seeds, seed_ids, methods)
     if failures:
         lines += ["", "Methods that failed on this suite:", ""] + failures
     return lines + [""]
+
+
+def _cost_table(seeds: dict[str, Any], seed_ids: list[str], methods: dict[str, str]) -> list[str]:
+    """Size and time of each method's fused model: parameters against one model, fusion and scoring seconds."""
+    dense = [seeds[s]["rows"]["pretrained"].get("parameters") for s in seed_ids]
+    dense = next((d for d in dense if d), None)
+    if not dense:
+        return []
+    out = ["", "Cost per method (mean over seeds): the fused model's parameters against one pretrained model "
+           "(ensembles keep every expert; mixing methods add experts and routers), seconds to fuse (statistics, "
+           "test-time adaptation or routing included) and to score the test split, and the adaptation steps a "
+           "method reports, with the forward and backward passes (per example) it counted.", "",
+           "| method | parameters (× one model) | fuse s | eval s | adaptation steps | forward passes | backward passes |",
+           "|---|---|---|---|---|---|---|"]
+    for name in sorted(methods):
+        rows = [seeds[s]["rows"].get(name) for s in seed_ids]
+        rows = [r for r in rows if r and "parameters" in r]
+        if not rows:
+            continue
+        steps = {str((r.get("cost") or {}).get("adaptation_steps", (r.get("cost") or {}).get("steps", "–"))) for r in rows}
+        # A mixing method's own count includes its buffers (WEMoE's task vectors); nn.Module.parameters() does not.
+        ratios = [r["cost"]["parameter_ratio"] if (r.get("cost") or {}).get("parameter_ratio") else r["parameters"] / dense
+                  for r in rows]
+        out.append(f"| {name} | {statistics.fmean(ratios):.2f} | "
+                   f"{statistics.fmean(r.get('fuse_s', 0.0) for r in rows):.1f} | "
+                   f"{statistics.fmean(r.get('eval_s', 0.0) for r in rows):.1f} | {'/'.join(sorted(steps))} | "
+                   f"{_passes(rows, 'forward_passes')} | {_passes(rows, 'backward_passes')} |")
+    return out
+
+
+def _passes(rows: list[dict[str, Any]], key: str) -> str:
+    """The mean of a counted pass over rows that report it, or a dash."""
+    values = [r["cost"][key] for r in rows if isinstance(r.get("cost"), dict) and key in r["cost"]]
+    return f"{statistics.fmean(values):,.0f}" if values else "–"
 
 
 def _is_ensemble(name: str) -> bool:
