@@ -50,7 +50,7 @@ def synthetic_arrays(task: str, split: str) -> mb.TaskArrays:
 
 def tiny_profile(name: str) -> mb.Profile:
     return mb.Profile(name, tasks=TASKS, width=16, layers=1, heads=2, mlp=32, patch=8, pretrain_examples=48,
-                      pretrain_batch=16, train_examples=48, epochs=3, batch=16, lr=5e-4, eval_examples=None,
+                      pretrain_batch=16, train_examples=48, epochs=8, batch=16, lr=1e-3, eval_examples=None,
                       head_shots=4)
 
 
@@ -145,15 +145,17 @@ def test_other_seed_gives_other_experts_same_pretrained(tiny):
 
 
 def test_the_fingerprint_names_the_design():
-    """A build of the previous design (linear-probe heads, code version 1) can never be mistaken for this one."""
+    """A build of an earlier design (1: linear-probe heads; 2: whole-encoder experts) is never mistaken for this one."""
     import dataclasses
 
     from fusionbench_core.suitekit.builder import settings_fingerprint
 
     profile = mb.PROFILES["full"]
     assert profile.fingerprint() == settings_fingerprint(mb.CODE_VERSION, profile)
-    assert mb.CODE_VERSION == 2 and profile.fingerprint() != settings_fingerprint(1, profile)
+    assert mb.CODE_VERSION == 3
+    assert profile.fingerprint() not in {settings_fingerprint(1, profile), settings_fingerprint(2, profile)}
     assert dataclasses.replace(profile, head_scale=100.0).fingerprint() != profile.fingerprint()
+    assert dataclasses.replace(profile, frozen=()).fingerprint() != profile.fingerprint()
 
 
 def test_pools_follow_the_protocols(tiny):
@@ -271,6 +273,23 @@ def test_fb_suites_build_cli_and_bad_option(tiny, fb_cli):
     assert "0 trained, 2 cached" in again.stdout
     bad = fb_cli("run", "-p", "mini-vision", "-s", "modelpool.qiuck=true")
     assert bad.exit_code != 0 and "qiuck" in bad.stderr
+
+
+def test_fb_suites_show_says_what_is_built_and_lists_older_designs(tiny, fb_cli):
+    tiny.build(tiny.profile_for(True), seed=1)
+    older = tiny.suite_dir(tiny.profile_for(False)).parent / "full-0123456789"  # an earlier design's build
+    older.mkdir(parents=True)
+    result = fb_cli("suites", "show", "mini-vision", "--json")
+    assert result.exit_code == 0, result.stderr
+    details = json.loads(result.stdout)
+    assert details["built"] == {"full": "not built", "quick": "seeds 1"}
+    assert details["variants"]["quick"] == tiny.profile_for(True).fingerprint()
+    assert details["other builds (not used)"] == ["full-0123456789"]
+    assert "options" not in details
+    table = fb_cli("suites", "show", "mini-vision")
+    assert table.exit_code == 0 and "full-0123456789" in table.stdout
+    bad = fb_cli("suites", "show", "mini-visio")
+    assert bad.exit_code != 0 and "Did you mean: mini-vision" in bad.stderr
 
 
 def test_plugin_module_does_not_import_torch():

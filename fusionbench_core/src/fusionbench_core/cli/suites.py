@@ -17,6 +17,7 @@ def suites() -> None:
     Examples:
       fb suites
       fb suites --json
+      fb suites show mini-vision
       fb suites build mini-vision --quick
     """
 
@@ -65,3 +66,29 @@ def suites_build(name: str, quick: bool, seed: int, force: bool, as_json: bool) 
         print_json({"name": name, "quick": quick, "seed": seed, **summary})
     elif summary:
         print_mapping(f"built {name}", summary)
+
+
+@suites.command(name="show", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def suites_show(name: str, as_json: bool) -> None:
+    """Show one suite: its tasks, its variants' fingerprints, which seeds are built, and older builds in the cache.
+
+    \b
+    Examples:
+      fb suites show mini-vision
+      fb suites show mini-text --json
+    """
+    from ..errors import ConfigError
+    from .listing import describe_component
+
+    host = get_host()
+    if name not in set(host.registry("taskpool").names()):
+        host.registry("modelpool").get(name)  # an unknown name gets the registry's did-you-mean error
+        raise ConfigError(f"'{name}' is a model pool without a task pool of the same name, not a suite")
+    details = describe_component("modelpool", name)
+    details.pop("options", None)
+    if as_json:
+        print_json(details)
+        return
+    print_mapping(f"suite {name}", details)
