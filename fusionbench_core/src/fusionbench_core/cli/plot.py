@@ -8,17 +8,14 @@ import click
 
 from .groups import CONTEXT
 from .render import print_json, stderr_console
-from .sweep import store_option
+from .sweep import leaderboard_options, store_option
 
 
 @click.command(name="plot", context_settings=CONTEXT)
 @store_option
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("fb-plots"),
               show_default=True, help="Directory for the PNGs.")
-@click.option("--select-on", type=click.Choice(["validation", "test"]), default="validation", show_default=True,
-              help="Split on which each method's hyperparameters are chosen.")
-@click.option("--suite", help="Only this suite.")
-@click.option("--sweep", help="Only runs of this sweep.")
+@leaderboard_options
 @click.option("--overwrite", is_flag=True, help="Replace PNGs of the same names already in the directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as a JSON list.")
 def plot_command(store_path: Path | None, output: Path, select_on: str, suite: str | None, sweep: str | None,

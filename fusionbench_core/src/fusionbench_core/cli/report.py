@@ -8,17 +8,14 @@ import click
 
 from .groups import CONTEXT
 from .render import stderr_console
-from .sweep import store_option
+from .sweep import leaderboard_options, store_option
 
 
 @click.command(name="report", context_settings=CONTEXT)
 @store_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("fb-report.html"),
               show_default=True, help="The HTML file to write.")
-@click.option("--select-on", type=click.Choice(["validation", "test"]), default="validation", show_default=True,
-              help="Split on which each method's hyperparameters are chosen.")
-@click.option("--suite", help="Only this suite.")
-@click.option("--sweep", help="Only runs of this sweep.")
+@leaderboard_options
 @click.option("--title", default="FusionBench results", show_default=True, help="The page's title.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 def report_command(store_path: Path | None, output: Path, select_on: str, suite: str | None, sweep: str | None,

@@ -18,6 +18,14 @@ def store_option(func):
                         help=STORE_HELP)(func)
 
 
+def leaderboard_options(func):
+    """``--select-on``, ``--suite`` and ``--sweep``: which runs a leaderboard (table, plots, report) is made of."""
+    func = click.option("--sweep", help="Only runs of this sweep.")(func)
+    func = click.option("--suite", help="Only this suite (model pool or task pool name).")(func)
+    return click.option("--select-on", type=click.Choice(["validation", "test"]), default="validation",
+                        show_default=True, help="Split on which each method's hyperparameters are chosen (test: oracle).")(func)
+
+
 @click.command(name="sweep", context_settings=CONTEXT)
 @click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
 @store_option

@@ -8,17 +8,14 @@ import click
 
 from .groups import CONTEXT
 from .render import print_json
-from .sweep import store_option
+from .sweep import leaderboard_options, store_option
 
 
 @click.command(name="table", context_settings=CONTEXT)
 @store_option
 @click.option("-f", "--format", "fmt", type=click.Choice(["markdown", "csv", "latex", "html"]), default="markdown",
               show_default=True, help="Output format.")
-@click.option("--select-on", type=click.Choice(["validation", "test"]), default="validation", show_default=True,
-              help="Split on which each method's hyperparameters are chosen (test: oracle).")
-@click.option("--suite", help="Only this suite (model pool or task pool name).")
-@click.option("--sweep", help="Only runs of this sweep.")
+@leaderboard_options
 @click.option("-m", "--method", "methods", multiple=True, help="Only these methods (repeatable).")
 @click.option("--metric", default="accuracy", show_default=True, help="Metric to tabulate.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),

@@ -1,4 +1,4 @@
-"""Paired statistics of two runs scored on the same test examples (``fb compare``).
+"""Statistics of results: paired statistics of two runs on the same test examples (``fb compare``), and correlations.
 
 The statistic is the difference of average accuracy, A − B, where the average is over tasks of each
 task's accuracy (as ``fb run`` reports it). The paired bootstrap resamples, within each task
@@ -8,6 +8,9 @@ and recomputes the statistic; the interval is the percentile interval of those r
 - ``lower = sorted[floor(R · α / 2)]`` and ``upper = sorted[ceil(R · (1 − α / 2)) − 1]`` with
   ``α = 1 − level`` and ``R`` resamples;
 - ``p_value`` is the two-sided bootstrap p-value ``min(1, 2 · min(P(stat ≤ 0), P(stat ≥ 0)))``.
+
+:func:`pearson`, :func:`average_ranks` and :func:`spearman` are the correlations the suites report
+(held-in against held-out accuracy, STS-B's Spearman ρ).
 
 Only the standard library is used (``random.Random(seed)``), so the same inputs and seed give the
 same interval everywhere.
@@ -22,7 +25,7 @@ from typing import Any
 
 from ..errors import FusionBenchError
 
-__all__ = ["paired_bootstrap", "paired_differences"]
+__all__ = ["average_ranks", "paired_bootstrap", "paired_differences", "pearson", "spearman"]
 
 
 def paired_differences(a: Mapping[str, Mapping[str, Sequence[int]]], b: Mapping[str, Mapping[str, Sequence[int]]],
@@ -77,3 +80,40 @@ def paired_bootstrap(differences: Mapping[str, Sequence[int | float]], *, resamp
     return {"difference": estimate, "lower": lower, "upper": upper, "level": level,
             "p_value": min(1.0, 2 * min(at_most, at_least)), "resamples": resamples, "seed": seed,
             "examples": {t: len(d) for t, d in data.items()}}
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson's correlation coefficient; None where it is undefined (fewer than 2 values, or a constant side)."""
+    n = len(x)
+    if n != len(y):
+        raise ValueError(f"{n} values against {len(y)}")
+    if n < 2:
+        return None
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx == 0 or syy == 0:
+        return None
+    return sxy / math.sqrt(sxx * syy)
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of ``values``; tied values share the mean of the ranks they span (as scipy ranks them)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        stop = start
+        while stop + 1 < len(order) and values[order[stop + 1]] == values[order[start]]:
+            stop += 1
+        shared = (start + stop) / 2 + 1
+        for position in range(start, stop + 1):
+            ranks[order[position]] = shared
+        start = stop + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's ρ: Pearson's correlation of the average ranks; None where it is undefined."""
+    return pearson(average_ranks(x), average_ranks(y))

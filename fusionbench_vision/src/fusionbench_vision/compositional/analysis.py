@@ -20,9 +20,11 @@ own pair) and ``multitask`` (the multitask model, fused by any one-model method)
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from fusionbench_core.experiments import stats
+from fusionbench_core.experiments.tables import mean_std
 
 __all__ = [
     "COST_FIELDS",
@@ -42,15 +44,6 @@ __all__ = [
 
 HELD_IN, HELD_OUT = "held-in", "held-out"
 COST_FIELDS = ("fuse_s", "eval_s", "wall_s", "peak_rss_mb", "forward_passes", "backward_passes", "prepare_passes")
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    values = [float(v) for v in values]
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def record(run: Mapping[str, Any], scores: Mapping[str, Mapping[str, Mapping[str, float]]],
@@ -116,31 +109,12 @@ def method_table(records: Sequence[Mapping[str, Any]], held_out: Sequence[str]) 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     """Pearson's correlation coefficient (None for fewer than 3 points or no spread)."""
-    if len(xs) < 3:
-        return None
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+    return stats.pearson(xs, ys) if len(xs) >= 3 else None
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Spearman's rank correlation (Pearson's r of the ranks, ties averaged)."""
-    return pearson(_ranks(xs), _ranks(ys)) if len(xs) >= 3 else None
+    """Spearman's rank correlation (Pearson's r of the ranks, ties averaged; None for fewer than 3 points)."""
+    return stats.spearman(xs, ys) if len(xs) >= 3 else None
 
 
 def correlation(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -34,6 +34,8 @@ import numpy as np
 from fusionbench_core.suitekit.catalog import INSTALL_HINT, MissingSourceError
 from fusionbench_core.suitekit.splits import data_dir, installed_file, seeded_rng
 
+from ..mini.data import emoji_image, emoji_image_dir
+
 __all__ = [
     "CATEGORIES",
     "DOMAINS",
@@ -151,7 +153,7 @@ def _json_path() -> Path:
 
 
 def _image_dir(domain: Domain) -> Path:
-    return data_dir() / f"emoji-datasource-{domain.artist}" / "img" / domain.artist / "64"
+    return emoji_image_dir(domain.artist)
 
 
 def missing_sources() -> list[str]:
@@ -218,21 +220,9 @@ def _category_split(category: str) -> dict[str, tuple[tuple[str, int], ...]]:
     return {split: tuple(items) for split, items in out.items()}
 
 
-def _rgba_on_white(path: Path) -> np.ndarray:
-    """A 64x64 emoji PNG composited on white and box-downsampled to 32x32 RGB."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        rgba = img.convert("RGBA")
-    if rgba.size != (64, 64):
-        rgba = rgba.resize((64, 64), Image.Resampling.LANCZOS)
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB").reduce(2), dtype=np.uint8)
-
-
 @lru_cache(maxsize=None)
 def _image(domain: str, file: str) -> np.ndarray:
-    return _rgba_on_white(_image_dir(dict((d.name, d) for d in DOMAINS)[domain]) / file)
+    return emoji_image(_image_dir(dict((d.name, d) for d in DOMAINS)[domain]) / file)
 
 
 def pair_arrays(pair: str, split: str) -> tuple[np.ndarray, np.ndarray, int]:

@@ -90,11 +90,11 @@ _SRC_SKLEARN = PackagedSource(
 _SRC_PILLOW = PackagedSource("pip package pillow", lambda: installed_file("pillow", "PIL/Image.py"))
 _SRC_TWEMOJI = PackagedSource(
     "npm package emoji-datasource-twitter@16.0.0",
-    lambda: data_dir() / "emoji-datasource-twitter" / "img" / "twitter" / "64" / "1f600.png",
+    lambda: emoji_image_dir("twitter") / "1f600.png",
 )
 _SRC_NOTO = PackagedSource(
     "npm package emoji-datasource-google@16.0.0",
-    lambda: data_dir() / "emoji-datasource-google" / "img" / "google" / "64" / "1f600.png",
+    lambda: emoji_image_dir("google") / "1f600.png",
 )
 
 
@@ -183,7 +183,12 @@ def _pad_to_32(gray: np.ndarray) -> np.ndarray:
     return out
 
 
-def _rgba_on_white(path: Path) -> np.ndarray:
+def emoji_image_dir(artist: str) -> Path:
+    """The 64x64 PNGs of one emoji-datasource artist (``twitter``, ``google``) in the installed npm package."""
+    return data_dir() / f"emoji-datasource-{artist}" / "img" / artist / "64"
+
+
+def emoji_image(path: Path) -> np.ndarray:
     """A 64x64 emoji PNG composited on white and box-downsampled to 32x32 RGB."""
     from PIL import Image
 
@@ -307,10 +312,10 @@ def _emoji_split(seed: int) -> tuple[tuple[dict, ...], dict[str, np.ndarray]]:
 
 def _emoji_images(rows: Sequence[dict], artist: str) -> np.ndarray:
     """32x32 RGB images of the given emoji by ``twitter`` or ``google`` (Noto)."""
-    folder = data_dir() / f"emoji-datasource-{artist}" / "img" / artist / "64"
+    folder = emoji_image_dir(artist)
     if not rows:
         return np.zeros((0, *IMAGE_SHAPE), np.uint8)
-    return np.stack([_rgba_on_white(folder / r["image"]) for r in rows])
+    return np.stack([emoji_image(folder / r["image"]) for r in rows])
 
 
 def _build_emoji_category(seed: int, sizes: Sizes, artist: str) -> DatasetDict:
@@ -508,7 +513,7 @@ def build_skin_tone(seed: int = 0, sizes: Sizes = (2_000, 400, 800)) -> DatasetD
                  for tone in range(len(SKIN_TONES)) for artist in _ARTISTS]
         labels = np.asarray([it[1] for it in items], np.int64)
         chosen = [items[k] for k in stratified_order(labels, seeded_rng(seed, f"skin_tone/{name}"))[:cap]]
-        images = (np.stack([_rgba_on_white(data_dir() / f"emoji-datasource-{a}" / "img" / a / "64" / f)
+        images = (np.stack([emoji_image(emoji_image_dir(a) / f)
                             for _, _, a, f in chosen]) if chosen else np.zeros((0, *IMAGE_SHAPE), np.uint8))
         parts[name] = (images, np.asarray([it[1] for it in chosen], np.int64),
                        [f"{a}/{code}/{SKIN_TONES[t]}" for code, t, a, _ in chosen])
