@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 
 import pytest
 
@@ -63,27 +61,19 @@ def test_report_is_self_contained(store_path, tmp_path, fb_cli):
     assert fb_cli("report", "--store", str(store_path), "-o", str(page)).exit_code == 1  # no silent overwrite
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_report_renders_in_headless_chromium(store_path, tmp_path, fb_cli):
-    browser = _chromium()
-    if browser is None:
+    from fusionbench_core.experiments.report import find_browser, rendered_page
+
+    if find_browser() is None:
         if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
             pytest.fail("chromium is not installed; scripts/setup.sh installs it (apt-get install chromium)")
         pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
     page = tmp_path / "page.html"
     assert fb_cli("report", "--store", str(store_path), "-o", str(page)).exit_code == 0
-    result = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=60)
-    dom = result.stdout
-    assert 'data-loaded="yes"' in dom, result.stderr[-2000:]
-    rows = re.findall(r'<tr data-method="([^"]+)">', dom)
-    assert rows == ["ta", "avg", "_individual_"]  # ta selected λ=0.8 (best validation) scores 65 % on test
-    assert re.search(r'<tr data-method="ta"><td>ta</td><td>70\.0 ± 0\.0</td><td>60\.0 ± 0\.0</td><td>65\.0 ± 0\.0</td>', dom)
-    widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
+    seen = rendered_page(page, tmp_path / "profile")
+    assert seen["loaded"], seen["stderr"]
+    assert seen["rows"] == ["ta", "avg", "_individual_"]  # ta selected λ=0.8 (best validation) scores 65 % on test
+    assert re.search(r'<tr data-method="ta"><td>ta</td><td>70\.0 ± 0\.0</td><td>60\.0 ± 0\.0</td><td>65\.0 ± 0\.0</td>',
+                     seen["dom"])
+    widths = seen["image_widths"]
     assert len(widths) == 2 and all(w > 100 for w in widths)  # both figures decoded and loaded

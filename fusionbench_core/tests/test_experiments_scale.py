@@ -88,7 +88,7 @@ class _Pool:
 
 
 @pytest.mark.parametrize("method,settings", [("task_arithmetic", {}), ("ties", {"density": 0.3}),
-                                             ("ties", {"density": 0.3, "merge_func": "mean"})])
+                                             ("ties", {"density": 0.3, "merge_func": "mean"}), ("tsv_m", {})])
 def test_scaled_task_vector_is_the_methods_own_merge_at_every_lambda(method, settings):
     import torch
 
@@ -276,3 +276,47 @@ def test_fb_run_no_store_leaves_the_store_alone(tmp_path, fb_cli, monkeypatch):
     assert len(fb_cli("results", "--json").json) == 1
     clash = fb_cli("run", *TINY, "--no-store", "--store", str(db))
     assert clash.exit_code != 0 and "--store and --no-store" in clash.stderr
+
+
+# -- keeping going past a failing cell --------------------------------------------------------------
+
+FAILING_SPEC = """
+name: tiny-failing
+methods:
+  slerp: {}
+  simple_average: {}
+seeds: [0]
+suites:
+  - {modelpool: {name: tiny, n_models: 3}, taskpool: {name: tiny, n_models: 3}}
+"""
+
+
+def test_keep_going_marks_a_failing_cell_failed_stores_the_rest_and_retries_it(tmp_path, fb_cli):
+    spec, db = tmp_path / "failing.yaml", str(tmp_path / "r.sqlite3")
+    spec.write_text(FAILING_SPEC)
+    out = fb_cli("sweep", str(spec), "--store", db)  # without -k the first failure ends the sweep
+    assert out.exit_code == 1 and out.stderr.strip().splitlines()[-1] == (
+        "Error: method 'slerp' needs exactly 2 models, got 3")
+    with open_store(db) as store:
+        assert [r["method"] for r in store.runs(kind=None)] == ["_pretrained_", "_individual_"]
+    out = fb_cli("sweep", str(spec), "--store", db, "--keep-going", "--json")
+    assert out.exit_code == 1
+    rows = {row["method"]: row for row in __import__("json").loads(out.stdout)}
+    assert rows["slerp"]["status"] == "failed" and rows["simple_average"]["status"] == "done"
+    assert rows["slerp"]["error"] == "ConfigError: method 'slerp' needs exactly 2 models, got 3"
+    assert ("failed: slerp (t=0.5) on tiny[n_models=3] seed=0: ConfigError: method 'slerp' needs exactly 2 models, got 3"
+            in out.stderr.splitlines())
+    with open_store(db) as store:
+        assert sorted(r["method"] for r in store.runs()) == ["simple_average"]  # nothing stored for slerp
+    again = fb_cli("sweep", str(spec), "--store", db, "-k", "--json")  # the failed cell is retried, the rest skipped
+    statuses = {row["method"]: row["status"] for row in __import__("json").loads(again.stdout)}
+    assert again.exit_code == 1 and statuses == {"_pretrained_": "stored", "_individual_": "stored",
+                                                 "slerp": "failed", "simple_average": "stored"}
+
+
+def test_a_ray_task_asks_for_the_cpus_it_computes_with_at_most_a_nodes():
+    from fusionbench_core.experiments.executors import task_cpus
+
+    assert task_cpus(2, 2.0) == 2 and task_cpus(2, 16.0) == 2  # one 2-thread task per 2 cores
+    assert task_cpus(8, 4.0) == 4  # never more than a node has: the task must stay schedulable
+    assert task_cpus(None, 4.0) == 1 and task_cpus(0, 4.0) == 1

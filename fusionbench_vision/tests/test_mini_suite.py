@@ -371,3 +371,33 @@ def test_fb_run_quick_suite_under_unshare(tmp_path, configured_cache):
     report = json.loads(proc.stdout)
     assert set(report["tasks"]) == set(mb.QUICK_TASKS)
     assert all(0.0 < m["accuracy"] <= 1.0 for m in report["tasks"].values())
+
+
+def test_a_sweeps_seeds_pick_the_experts_trained_with_that_seed(tiny, tmp_path):
+    """The pool's seed option follows the run seed: per-seed experts, references and one leaderboard."""
+    from fusionbench_core.config import ComponentSpec, RunConfig
+    from fusionbench_core.experiments.store import open_store
+    from fusionbench_core.experiments.sweep import load_spec, run_sweep
+    from fusionbench_core.experiments.tables import build_leaderboards
+    from fusionbench_core.run import execute
+
+    spec_file = tmp_path / "seeds.yaml"
+    spec_file.write_text("name: seeds\nmethods: {simple_average: {}}\nseeds: [0, 1]\nsuites: [mini-vision]\n"
+                         "select_on: validation\n")
+    with open_store(tmp_path / "r.sqlite3") as store:
+        result = run_sweep(load_spec(spec_file), store)
+        assert result.counts() == {"done": 6, "stored": 0, "left": 0}  # references per seed: 2 × 2, and 2 cells
+        runs = {(r["kind"], r["seed"]): store.report(r["id"]) for r in store.runs(kind=None)}
+        boards = build_leaderboards(store)
+    assert set(runs) == {(k, s) for k in ("pretrained", "individual", "fused") for s in (0, 1)}
+    fused0, fused1 = runs["fused", 0], runs["fused", 1]
+    assert fused0["modelpool"] == fused1["modelpool"] == {"name": "mini-vision"}  # the seed is the run's, once
+    assert fused0["cell"]["inputs"]["modelpool"] != fused1["cell"]["inputs"]["modelpool"]  # other experts
+    assert runs["individual", 0]["tasks"] != runs["individual", 1]["tasks"]
+    assert runs["pretrained", 0]["tasks"] == runs["pretrained", 1]["tasks"]  # the pretrained model is shared
+    pinned = execute(RunConfig(ComponentSpec("simple_average", {}), ComponentSpec("mini-vision", {"seed": 1}),
+                               ComponentSpec("mini-vision", {}), seed=0), write=False)
+    assert pinned["tasks"] == fused1["splits"]["test"]["tasks"]  # seed 1 served seed 1's experts
+    assert [b.suite for b in boards] == ["mini-vision"]
+    rows = {row.method: row for row in boards[0].rows}
+    assert rows["simple_average"].seeds == rows["_individual_"].seeds == [0, 1]

@@ -57,11 +57,14 @@ def parse_options(kind: str, spec: ComponentSpec, factory: Any) -> dict[str, Any
     return parsed
 
 
-def instantiate(host: PluginHost, kind: str, spec: ComponentSpec) -> Any:
+def instantiate(host: PluginHost, kind: str, spec: ComponentSpec, *, seed: int | None = None) -> Any:
     """Build the component ``spec`` names, checking its options against what it declares.
 
     A method parses and range-checks its hyperparameters and runs its ``validate()`` when built.
-    For pools, the parsed options replace ``spec.options`` so reports show typed values.
+    For pools, the parsed options replace ``spec.options`` so reports show typed values. A pool
+    whose class names a ``seed_option`` (a suite that trains its own experts, say) gets the run's
+    ``seed`` for that option when it is not given (see :func:`seed_bound`); ``spec.options`` stays
+    as given, so the seed is recorded once, as the run's.
     """
     entry = host.registry(kind).entry(spec.name)
     factory = entry.load()
@@ -70,13 +73,26 @@ def instantiate(host: PluginHost, kind: str, spec: ComponentSpec) -> Any:
     else:
         options = parse_options(kind, spec, factory)
         spec.options = options
-        instance = factory(**options) if _accepts_name(factory) is False else factory(name=spec.name, **options)
+        bound = seed_bound(factory, options)
+        arguments = {**options, bound: seed} if bound and seed is not None else options
+        instance = factory(**arguments) if _accepts_name(factory) is False else factory(name=spec.name, **arguments)
     if getattr(instance, "name", None) in (None, ""):
         try:
             instance.name = spec.name
         except AttributeError:
             pass
     return instance
+
+
+def seed_bound(factory: Any, options: dict[str, Any]) -> str | None:
+    """The option of a pool class that follows the run's seed here: its ``seed_option``, unless given.
+
+    A suite that trains its own experts declares ``seed_option = "seed"``: ``fb run --seed 2`` and a
+    sweep's ``seeds`` then score the experts trained with that seed, so the spread over seeds
+    includes the experts' training. ``-s modelpool.seed=N`` pins it instead.
+    """
+    name = getattr(factory, "seed_option", None)
+    return name if name and name not in options else None
 
 
 def _accepts_name(factory: Any) -> bool:
@@ -163,8 +179,8 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
     if output is not None and config.save_model:
         check_output_dir(output / MODEL_DIR, overwrite=config.overwrite)
     algorithm = instantiate(host, "method", config.method)
-    modelpool = instantiate(host, "modelpool", config.modelpool)
-    taskpool = instantiate(host, "taskpool", config.taskpool)
+    modelpool = instantiate(host, "modelpool", config.modelpool, seed=config.seed)
+    taskpool = instantiate(host, "taskpool", config.taskpool, seed=config.seed)
     bind_taskpool(taskpool, modelpool)
     requirement = getattr(algorithm, "requirement", Requirement.DATA_FREE)
     if requirement is not Requirement.DATA_FREE and not isinstance(modelpool, DataModelPool):
@@ -300,16 +316,17 @@ def score_and_report(config: RunConfig, algorithm: Any, taskpool: Any, fused: An
 
 
 def evaluate_models(modelpool: ComponentSpec, taskpool: ComponentSpec, *, model_dir: Path | None = None,
-                    model_names: Iterable[str] = (), host: PluginHost | None = None) -> dict[str, dict[str, Any]]:
+                    model_names: Iterable[str] = (), host: PluginHost | None = None,
+                    seed: int | None = None) -> dict[str, dict[str, Any]]:
     """The ``fb eval`` program: score a saved model directory, or models of the pool, on a task pool.
 
     Returns ``{label: {"tasks": ..., "average": ...}}``: the directory's path for ``model_dir``,
     else each requested model name (default: the pretrained model, when there is one, then every
-    fine-tuned model).
+    fine-tuned model). ``seed`` is the run seed a seeded pool follows (:func:`seed_bound`).
     """
     host = host or get_host()
-    pool = instantiate(host, "modelpool", modelpool)
-    tasks = instantiate(host, "taskpool", taskpool)
+    pool = instantiate(host, "modelpool", modelpool, seed=seed)
+    tasks = instantiate(host, "taskpool", taskpool, seed=seed)
     bind_taskpool(tasks, pool)
     results: dict[str, dict[str, Any]] = {}
     if model_dir is not None:

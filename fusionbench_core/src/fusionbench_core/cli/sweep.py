@@ -43,11 +43,14 @@ def leaderboard_options(func):
 @click.option("--no-reuse", is_flag=True,
               help="Run every cell on its own, even the λ values of task arithmetic or TIES (by default a λ sweep "
                    "loads the pools and computes the task vector once).")
+@click.option("-k", "--keep-going", is_flag=True,
+              help="A cell that fails is listed as failed with its error (nothing stored: a rerun retries it) "
+                   "and the sweep goes on; the exit status is 1 if any failed.")
 @click.option("--dry-run", is_flag=True, help="List the cells and which are stored; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the cells as a JSON list.")
 def sweep_command(spec_file: Path, store_path: Path | None, select_on: str | None, executor: str,
                   address: str | None, num_cpus: int | None, gpus_per_cell: float | None, no_reuse: bool,
-                  dry_run: bool, as_json: bool) -> None:
+                  keep_going: bool, dry_run: bool, as_json: bool) -> None:
     """Run every cell of a sweep file that the result store lacks; an interrupted sweep resumes.
 
     Each cell (a method, one point of its hyperparameter grid, a suite, a seed) runs through the
@@ -59,6 +62,7 @@ def sweep_command(spec_file: Path, store_path: Path | None, select_on: str | Non
       fb sweep lambda.yaml
       fb sweep lambda.yaml --store runs.sqlite3 --json
       fb sweep lambda.yaml --dry-run
+      fb sweep every-method.yaml --keep-going
       fb sweep lambda.yaml --executor ray --num-cpus 2
       fb sweep lambda.yaml --executor ray --address ray://head:10001
     """
@@ -72,19 +76,27 @@ def sweep_command(spec_file: Path, store_path: Path | None, select_on: str | Non
     get_executor(executor, **ray_options)  # an unknown executor or a missing Ray fails before anything runs
     spec = load_spec(spec_file, select_on=select_on)
     with open_store(store_path) as store:
-        result = run_sweep(spec, store, dry_run=dry_run, executor=executor, reuse=not no_reuse, **ray_options)
+        result = run_sweep(spec, store, dry_run=dry_run, executor=executor, reuse=not no_reuse,
+                           keep_going=keep_going, **ray_options)
         path = store.path
     counts = result.counts()
     if as_json:
         print_json(result.rows)
     else:
         print_cells(result.rows, title=f"sweep {spec.name} ({'plan' if dry_run else 'cells'})")
-    summary = (f"{counts['done']} run, {counts['stored']} already stored, {counts['left']} left "
-               f"(store: {path})")
+    failed = [row for row in result.rows if row["status"] == "failed"]
+    summary = (f"{counts['done']} run, {counts['stored']} already stored, {counts['left']} left"
+               + (f", {len(failed)} failed" if failed else "") + f" (store: {path})")
     if result.interrupted:
         click.echo(f"interrupted: {summary}; run the same command to resume", err=True)
         raise SystemExit(130)
     click.echo(summary, err=True)
+    if failed:
+        for row in failed:
+            hps = ", ".join(f"{k}={v}" for k, v in (row.get("hyperparameters") or {}).items())
+            click.echo(f"failed: {row['method']}" + (f" ({hps})" if hps else "")
+                       + f" on {row['suite']} seed={row['seed']}: {row['error']}", err=True)
+        raise SystemExit(1)
 
 
 def print_cells(rows: list[dict], title: str) -> None:

@@ -8,11 +8,12 @@ job starts (it drops cells another sweep stored meanwhile; ``False``: skip the j
 
 Ray is an optional extra (``pip install 'fusionbench-core[ray]'``). Without ``--address`` a local
 Ray instance is started (``num_cpus`` caps it) and shut down afterwards; with one, the job runs on
-that cluster, whose workers must have the same packages installed. Each job asks for one CPU and
-``gpus`` GPUs (``--gpus-per-cell``, default: one when the cluster has GPUs and the cell's method
-or pools want one, see :func:`~.sweep.wants_gpu`), and computes with the driver's number of torch
-threads (Ray would otherwise set one), so that a local instance stores the serial executor's metrics
-to the last bit.
+that cluster, whose workers must have the same packages installed. Each job computes with the
+driver's number of torch threads (Ray would otherwise set one), so that a local instance stores the
+serial executor's metrics to the last bit, and asks for as many CPUs as it has threads (at most a
+node's CPUs), so that tasks never oversubscribe a machine's cores; it also asks for ``gpus`` GPUs
+(``--gpus-per-cell``, default: one when the cluster has GPUs and the cell's method or pools want
+one, see :func:`~.sweep.wants_gpu`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def _forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if any(k.startswith(p) for p in FORWARDED_ENV)}
 
 
+def task_cpus(threads: int | None, node_cpus: float) -> int:
+    """The CPUs a Ray task asks for: its torch threads (one when unknown), at most a node's CPUs."""
+    return max(1, min(int(threads or 1), int(node_cpus)))
+
+
 def _ray_job(job: Any) -> list[Any]:
     """A Ray task: compute one job in the worker (no progress bars) and return its outcomes."""
     from .sweep import run_job
@@ -117,13 +123,16 @@ def ray_executor(jobs: Iterable[Any], *, address: str | None = None, num_cpus: i
             raise ConfigError(f"could not start or reach {where}: {str(exc).splitlines()[0]}") from exc
     try:
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+        node_cpus = max((node.get("Resources", {}).get("CPU", 1) for node in ray.nodes() if node.get("Alive")),
+                        default=1)
         task = ray.remote(_ray_job)
         pending: dict[Any, Any] = {}
         for job in jobs:
             if not still_needed(job):
                 continue
             gpus = gpus_per_cell if gpus_per_cell is not None else (job.gpus if has_gpus else 0.0)
-            pending[task.options(num_cpus=1, num_gpus=gpus).remote(job)] = job
+            cpus = task_cpus(job.threads, node_cpus)
+            pending[task.options(num_cpus=cpus, num_gpus=gpus).remote(job)] = job
         if progress is not None:
             progress.start(running=sum(len(j.cells) or len(j.keys) for j in pending.values()))
         try:

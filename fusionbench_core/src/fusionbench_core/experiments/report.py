@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import FusionBenchError
 from .tables import Leaderboard, render
 
-__all__ = ["render_report"]
+__all__ = ["find_browser", "render_report", "rendered_page"]
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }
@@ -106,3 +106,37 @@ def render_report(store: Any, boards: Sequence[Leaderboard], *, title: str = "Fu
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
             + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
+
+
+def find_browser() -> str | None:
+    """The headless browser that can render a report: Debian's ``chromium`` (or ``chromium-browser``)."""
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def rendered_page(page: Any, profile_dir: Any, *, browser: str | None = None, timeout_s: float = 60) -> dict[str, Any]:
+    """What a reader sees of a report page: rendered offline in headless Chromium.
+
+    Returns ``{"dom", "rows", "image_widths", "loaded"}``: the DOM after the page's script ran, the
+    leaderboard rows (``data-method`` of each ``<tr>``, in order), the natural width of every figure
+    the browser decoded (0 for an image that failed), and whether the page's script finished. The
+    browser runs with a throwaway profile in ``profile_dir`` and no network features.
+    """
+    import re
+    import subprocess
+    from pathlib import Path
+
+    browser = browser or find_browser()
+    if browser is None:
+        raise FusionBenchError("no headless browser: install Debian's chromium (scripts/setup.sh does)")
+    page = Path(page).resolve()
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile_dir}",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=timeout_s)
+    dom = result.stdout
+    return {"dom": dom, "rows": re.findall(r'<tr data-method="([^"]+)">', dom),
+            "image_widths": [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)],
+            "loaded": 'data-loaded="yes"' in dom, "stderr": result.stderr[-2000:]}

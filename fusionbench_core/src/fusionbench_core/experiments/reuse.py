@@ -158,8 +158,8 @@ def execute_lambda_group(configs: Sequence[RunConfig], axis: str, host: Any = No
         return
     first = configs[0]
     modelpool_spec, taskpool_spec = copy.deepcopy(first.modelpool), copy.deepcopy(first.taskpool)
-    modelpool = instantiate(host, "modelpool", modelpool_spec)
-    taskpool = instantiate(host, "taskpool", taskpool_spec)
+    modelpool = instantiate(host, "modelpool", modelpool_spec, seed=first.seed)
+    taskpool = instantiate(host, "taskpool", taskpool_spec, seed=first.seed)
     bind_taskpool(taskpool, modelpool)
     splits = check_splits(taskpool, taskpool_spec.name, splits)
     vector: ScaledTaskVector | None = None

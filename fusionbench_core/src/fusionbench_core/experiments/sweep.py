@@ -250,18 +250,29 @@ class SuiteInputs:
     taskpool_options: dict[str, Any]
     fingerprints: dict[str, str | None]
     classes: tuple[Any, Any]
+    seeded: bool = False
+    """A pool follows the run's seed (:func:`fusionbench_core.run.seed_bound`): inputs differ per seed."""
 
 
-def inspect_suite(suite: Suite, host: Any) -> SuiteInputs:
-    """Build the suite's pools once to parse their options and read their fingerprints."""
-    from ..run import instantiate
+def inspect_suite(suite: Suite, host: Any, seed: int | None = None) -> SuiteInputs:
+    """Build the suite's pools once to parse their options and read their fingerprints (for ``seed``)."""
+    from ..run import instantiate, seed_bound
 
     mp_spec, tp_spec = copy.deepcopy(suite.modelpool), copy.deepcopy(suite.taskpool)
-    modelpool = instantiate(host, "modelpool", mp_spec)
-    taskpool = instantiate(host, "taskpool", tp_spec)
+    modelpool = instantiate(host, "modelpool", mp_spec, seed=seed)
+    taskpool = instantiate(host, "taskpool", tp_spec, seed=seed)
+    seeded = any(seed_bound(type(pool), spec.options) for pool, spec in ((modelpool, mp_spec), (taskpool, tp_spec)))
     return SuiteInputs(mp_spec.options, tp_spec.options,
                        {"modelpool": pool_fingerprint(modelpool), "taskpool": pool_fingerprint(taskpool)},
-                       (type(modelpool), type(taskpool)))
+                       (type(modelpool), type(taskpool)), seeded)
+
+
+def suite_inputs_by_seed(suite: Suite, seeds: list[int], host: Any) -> dict[int, SuiteInputs]:
+    """:func:`inspect_suite` for each seed; the pools are built once when no pool follows the seed."""
+    first = inspect_suite(suite, host, seeds[0])
+    if not first.seeded:
+        return {seed: first for seed in seeds}
+    return {seeds[0]: first, **{seed: inspect_suite(suite, host, seed) for seed in seeds[1:]}}
 
 
 def cell_code(host: Any, method: str, algorithm: Any, classes: tuple[Any, ...]) -> dict[str, Any]:
@@ -300,7 +311,7 @@ def run_key(config: RunConfig, host: Any, *, splits: tuple[str, ...] = ()) -> tu
     from ..run import instantiate
 
     suite = Suite(copy.deepcopy(config.modelpool), copy.deepcopy(config.taskpool))
-    suite_inputs = inspect_suite(suite, host)
+    suite_inputs = inspect_suite(suite, host, config.seed)
     algorithm = instantiate(host, "method", ComponentSpec(config.method.name, dict(config.method.options)))
     settings = getattr(algorithm, "settings", None) or dict(config.method.options)
     payload = cell_payload(config.method.name, settings, suite, suite_inputs, config.seed, splits, algorithm, host)
@@ -310,17 +321,18 @@ def run_key(config: RunConfig, host: Any, *, splits: tuple[str, ...] = ()) -> tu
 def plan_cells(spec: SweepSpec, host: Any) -> tuple[list[Cell], list[dict[str, Any]]]:
     """Check every cell (hyperparameters parsed and range-checked) and compute its key.
 
-    Returns the cells and the reference jobs (one per suite when ``spec.reference``: the pretrained
-    model and each fine-tuned model scored on the suite's task pool, keyed like cells).
+    Returns the cells and the reference jobs (when ``spec.reference``: the pretrained model and
+    each fine-tuned model scored on the suite's task pool, keyed like cells; one per suite, or one
+    per suite and seed when a pool follows the seed).
     """
     from ..run import instantiate
 
-    inputs: dict[int, SuiteInputs] = {}
+    inputs: dict[int, dict[int, SuiteInputs]] = {}
     for i, suite in enumerate(spec.suites):
-        inputs[i] = inspect_suite(suite, host)
+        inputs[i] = suite_inputs_by_seed(suite, spec.seeds, host)
     cells = spec.cells()
     for cell in cells:
-        suite_inputs = inputs[spec.suites.index(cell.suite)]
+        suite_inputs = inputs[spec.suites.index(cell.suite)][cell.seed]
         algorithm = instantiate(host, "method", ComponentSpec(cell.method, dict(cell.hyperparameters)))
         cell.settings = getattr(algorithm, "settings", None) or dict(cell.hyperparameters)
         cell.payload = cell_payload(cell.method, cell.settings, cell.suite, suite_inputs, cell.seed, spec.splits,
@@ -329,12 +341,16 @@ def plan_cells(spec: SweepSpec, host: Any) -> tuple[list[Cell], list[dict[str, A
     references = []
     if spec.reference:
         for i, suite in enumerate(spec.suites):
-            suite_inputs = inputs[i]
-            base = {"modelpool": {"name": suite.modelpool.name, **suite_inputs.modelpool_options},
-                    "taskpool": {"name": suite.taskpool.name, **suite_inputs.taskpool_options},
-                    "inputs": suite_inputs.fingerprints, "code": code_version(host, *suite_inputs.classes)}
-            references.append({"suite": suite, "keys": {kind: cell_key({"reference": kind, **base})
-                                                        for kind in ("pretrained", "individual")}})
+            seeded = inputs[i][spec.seeds[0]].seeded
+            for seed in (spec.seeds if seeded else [None]):
+                suite_inputs = inputs[i][spec.seeds[0] if seed is None else seed]
+                base = {"modelpool": {"name": suite.modelpool.name, **suite_inputs.modelpool_options},
+                        "taskpool": {"name": suite.taskpool.name, **suite_inputs.taskpool_options},
+                        "inputs": suite_inputs.fingerprints, "code": code_version(host, *suite_inputs.classes),
+                        **({"seed": seed} if seed is not None else {})}
+                references.append({"suite": suite, "seed": seed,
+                                   "keys": {kind: cell_key({"reference": kind, **base})
+                                            for kind in ("pretrained", "individual")}})
     return cells, references
 
 
@@ -343,13 +359,14 @@ def plan_cells(spec: SweepSpec, host: Any) -> tuple[list[Cell], list[dict[str, A
 
 @dataclass
 class SweepResult:
-    """What a sweep did, cell by cell (``status``: ``done``, ``stored`` or ``left``)."""
+    """What a sweep did, cell by cell (``status``: ``done``, ``stored``, ``left``, or ``failed`` with its
+    one-line ``error`` when the sweep kept going past a failing cell)."""
 
     rows: list[dict[str, Any]]
     interrupted: bool = False
 
     def counts(self) -> dict[str, int]:
-        """How many cells have each status."""
+        """How many cells have each status (``failed`` only when some did)."""
         out = {"done": 0, "stored": 0, "left": 0}
         for row in self.rows:
             out[row["status"]] = out.get(row["status"], 0) + 1
@@ -425,6 +442,8 @@ class Job:
     suite: Suite | None = None
     keys: dict[str, str] = field(default_factory=dict)
     """Reference jobs: ``{"pretrained": key, "individual": key}`` of the references still to record."""
+    seed: int | None = None
+    """Reference jobs: the seed a seeded pool follows (``None``: the pools follow no seed)."""
     axis: str | None = None
     splits: tuple[str, ...] = ()
     gpus: float = 0.0
@@ -432,12 +451,14 @@ class Job:
     threads: int | None = None
     """torch's intra-op threads for a Ray worker: the driver's, so that sums reduce in the same order
     and the stored metrics equal the serial executor's to the last bit."""
+    keep_going: bool = False
+    """An error fails the job's unfinished items (:attr:`Outcome.error`) instead of being raised."""
 
     @property
     def label(self) -> str:
         """A short description for progress lines."""
         if self.kind == "reference":
-            return f"references on {self.suite.label}"
+            return f"references on {self.suite.label}" + (f" seed={self.seed}" if self.seed is not None else "")
         cell = self.cells[0]
         return f"{cell.method} on {cell.suite.label} seed={cell.seed}" + (
             f" ({len(self.cells)} values of {self.axis})" if self.kind == "lambda" else "")
@@ -445,11 +466,15 @@ class Job:
 
 @dataclass
 class Outcome:
-    """One finished item of a job: the key it is stored under, its kind and report (``None``: nothing to record)."""
+    """One finished item of a job: the key it is stored under, its kind and report (``None``: nothing to record).
+
+    ``error`` is the one-line error of an item that failed (only for a job with ``keep_going``).
+    """
 
     key: str
     kind: str
     report: dict[str, Any] | None
+    error: str | None = None
 
 
 def wants_gpu(host: Any, cell: Cell) -> bool:
@@ -477,8 +502,8 @@ def plan_jobs(spec: SweepSpec, cells: list[Cell], references: list[dict[str, Any
     from ..run import instantiate
     from .reuse import group_cells, lambda_axis
 
-    jobs = [Job("reference", suite=ref["suite"], keys={k: v for k, v in ref["keys"].items() if v not in stored})
-            for ref in references]
+    jobs = [Job("reference", suite=ref["suite"], seed=ref.get("seed"),
+                keys={k: v for k, v in ref["keys"].items() if v not in stored}) for ref in references]
     jobs = [job for job in jobs if job.keys]
     todo = [cell for cell in cells if cell.key not in stored]
     axes: dict[str, str | None] = {}
@@ -496,8 +521,35 @@ def plan_jobs(spec: SweepSpec, cells: list[Cell], references: list[dict[str, Any
 def run_job(job: Job, host: Any = None, execute: Callable[..., dict[str, Any]] | None = None) -> Iterator[Outcome]:
     """Compute one job, yielding each outcome as soon as it is complete; writes nothing anywhere.
 
-    ``execute`` replaces :func:`fusionbench_core.run.execute` for ``cell`` jobs (tests).
+    With ``job.keep_going`` an exception fails the items not yet yielded, as outcomes with a one-line
+    ``error``, and is not raised. ``execute`` replaces :func:`fusionbench_core.run.execute` for
+    ``cell`` jobs (tests).
     """
+    if not job.keep_going:
+        yield from _job_outcomes(job, host, execute)
+        return
+    finished: set[str] = set()
+    try:
+        for outcome in _job_outcomes(job, host, execute):
+            finished.add(outcome.key)
+            yield outcome
+    except Exception as exc:  # noqa: BLE001 - kept going on purpose: the error is reported per item
+        error = error_line(exc)
+        items = ([(key, kind) for kind, key in job.keys.items()] if job.kind == "reference"
+                 else [(cell.key, "fused") for cell in job.cells])
+        for key, kind in items:
+            if key not in finished:
+                yield Outcome(key, kind, None, error=error)
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message``: how a failed cell's error is shown and stored."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _job_outcomes(job: Job, host: Any, execute: Callable[..., dict[str, Any]] | None) -> Iterator[Outcome]:
+    """The outcomes of one job, raising whatever its computation raises."""
     from ..plugins import get_host
     from ..run import evaluate_models
     from ..run import execute as run_execute
@@ -506,10 +558,11 @@ def run_job(job: Job, host: Any = None, execute: Callable[..., dict[str, Any]] |
     if job.kind == "reference":
         suite = job.suite
         started = time.perf_counter()
-        scores = evaluate_models(copy.deepcopy(suite.modelpool), copy.deepcopy(suite.taskpool), host=host)
+        scores = evaluate_models(copy.deepcopy(suite.modelpool), copy.deepcopy(suite.taskpool), host=host,
+                                 seed=job.seed)
         wall = round(time.perf_counter() - started, 3)
         for kind, key in job.keys.items():
-            yield Outcome(key, kind, reference_report(kind, scores, suite, host, wall))
+            yield Outcome(key, kind, reference_report(kind, scores, suite, host, wall, seed=job.seed or 0))
     elif job.kind == "lambda":
         from .reuse import execute_lambda_group
 
@@ -527,7 +580,7 @@ def run_job(job: Job, host: Any = None, execute: Callable[..., dict[str, Any]] |
 def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = False,
               execute: Callable[..., dict[str, Any]] | None = None, executor: str = "serial", reuse: bool = True,
               address: str | None = None, num_cpus: int | None = None,
-              gpus_per_cell: float | None = None) -> SweepResult:
+              gpus_per_cell: float | None = None, keep_going: bool = False) -> SweepResult:
     """Run every cell of ``spec`` not yet in ``store``, recording each in the store when complete.
 
     References (pretrained and individual models) come first, then the cells in :meth:`SweepSpec.cells`
@@ -536,7 +589,10 @@ def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = 
     ``gpus_per_cell`` are Ray's); either way this process alone writes the store.
     ``KeyboardInterrupt`` stops the sweep without recording an unfinished cell; the result then has
     ``interrupted`` set and the unfinished cells ``left``. ``reuse=False`` runs every cell through
-    :func:`fusionbench_core.run.execute`; ``execute`` replaces that function (tests).
+    :func:`fusionbench_core.run.execute`; ``execute`` replaces that function (tests). With
+    ``keep_going`` a failing cell (or reference) is marked ``failed`` with its one-line error, nothing
+    is recorded for it (so the next run retries it), and the sweep goes on; otherwise the error is
+    raised and ends the sweep.
     """
     from ..plugins import get_host
     from .executors import get_executor
@@ -549,7 +605,7 @@ def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = 
     for ref in references:
         for kind, key in ref["keys"].items():
             rows.append({"key": key, "kind": kind, "method": f"_{kind}_", "hyperparameters": {},
-                         "suite": ref["suite"].label, "seed": None,
+                         "suite": ref["suite"].label, "seed": ref.get("seed"),
                          "status": "stored" if key in stored else "left"})
     for cell in cells:
         rows.append({**cell.describe(), "kind": "fused", "status": "stored" if cell.key in stored else "left"})
@@ -558,6 +614,8 @@ def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = 
         return result
     by_key = {row["key"]: row for row in rows}
     jobs = plan_jobs(spec, cells, references, stored, host, reuse=reuse)
+    for job in jobs:
+        job.keep_going = keep_going
     if executor == "ray":
         threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
         for job in jobs:
@@ -580,6 +638,11 @@ def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = 
     try:
         for outcome in run_jobs(jobs, host=host, execute=execute, still_needed=still_needed, progress=progress):
             row = by_key[outcome.key]
+            if outcome.error is not None:
+                row["status"], row["error"] = "failed", outcome.error
+                progress.finish(None, f"{row['method']}{_hp_text(row['hyperparameters'])} on {row['suite']} "
+                                      f"seed={row['seed']}: failed, {outcome.error}")
+                continue
             if outcome.report is None:
                 row["status"] = "stored"  # nothing to record (e.g. no pretrained model)
                 continue
@@ -614,7 +677,7 @@ def _split_accuracy(report: dict[str, Any], split: str) -> float | None:
 
 
 def reference_report(kind: str, scores: dict[str, dict[str, Any]], suite: Suite, host: Any,
-                     wall_s: float) -> dict[str, Any] | None:
+                     wall_s: float, seed: int = 0) -> dict[str, Any] | None:
     """The report of a reference run from :func:`fusionbench_core.run.evaluate_models` scores.
 
     ``pretrained``: the pretrained model on every task; ``individual``: each fine-tuned model on its
@@ -636,7 +699,7 @@ def reference_report(kind: str, scores: dict[str, dict[str, Any]], suite: Suite,
     return {"method": f"_{kind}_", "hyperparameters": {}, "requirement": "data-free",
             "modelpool": {"name": suite.modelpool.name, **suite.modelpool.options},
             "taskpool": {"name": suite.taskpool.name, **suite.taskpool.options},
-            "tasks": tasks, "average": average, "cost": {"wall_s": wall_s}, "seed": 0,
+            "tasks": tasks, "average": average, "cost": {"wall_s": wall_s}, "seed": seed,
             "versions": versions(host), "split": str(suite.taskpool.options.get("split", "test"))}
 
 

@@ -8,7 +8,9 @@ next to it, the mean wall time of one run, and the selected hyperparameters. ``s
 selects on the test split itself (an oracle, labelled so). Ties go to the setting stored first.
 
 Reference rows, when the sweep recorded them: ``_pretrained_`` (the pretrained model) and
-``_individual_`` (each fine-tuned model on its own task).
+``_individual_`` (each fine-tuned model on its own task). A suite whose pool follows the seed (its
+experts are trained per seed) has references per seed: the rows then average them over the seeds,
+and each run is normalised by the individual models of its own seed.
 """
 
 from __future__ import annotations
@@ -146,10 +148,13 @@ def _leaderboard(label: str, runs: list[dict[str, Any]], select_on: str, metric:
         for task in (_split_metrics(run, "test") or {}):
             if task not in tasks:
                 tasks.append(task)
-    individual = None
+    latest = {kind: {run["seed"]: run for run in kind_runs} for kind, kind_runs in refs.items()}  # seed → latest
+    individual: dict[int | None, dict[str, float]] = {}
+    for seed, run in latest["individual"].items():
+        reference = _split_metrics(run, "test") or {}
+        individual[seed] = {t: m[metric] for t, m in reference.items() if metric in m}
     if refs["individual"]:
-        reference = _split_metrics(refs["individual"][-1], "test") or {}
-        individual = {t: m[metric] for t, m in reference.items() if metric in m}
+        individual[None] = individual[refs["individual"][-1]["seed"]]  # for seeds without their own reference
     board = Leaderboard(label, select_on, metric, tasks)
 
     # method → setting (JSON) → seed → latest run
@@ -194,12 +199,14 @@ def _leaderboard(label: str, runs: list[dict[str, Any]], select_on: str, metric:
     board.rows.sort(key=lambda r: (-r.average[0], r.method))
     for kind in ("individual", "pretrained"):
         if refs[kind]:
-            board.rows.append(_row(f"_{kind}_", {}, [refs[kind][-1]], tasks, metric, individual, None))
+            board.rows.append(_row(f"_{kind}_", {}, [latest[kind][s] for s in sorted(latest[kind])], tasks, metric,
+                                   individual, None))
     return board
 
 
 def _row(method: str, hps: dict[str, Any], runs: list[dict[str, Any]], tasks: list[str], metric: str,
-         individual: dict[str, float] | None, score: float | None) -> Row:
+         individual: dict[int | None, dict[str, float]], score: float | None) -> Row:
+    """One row: ``runs`` (one per seed) averaged; ``individual`` holds the references by seed (``None``: fallback)."""
     per_task: dict[str, tuple[float, float]] = {}
     for task in tasks:
         values = [(_split_metrics(r, "test") or {}).get(task, {}).get(metric) for r in runs]
@@ -212,8 +219,8 @@ def _row(method: str, hps: dict[str, Any], runs: list[dict[str, Any]], tasks: li
         norms = []
         for run in runs:
             test = _split_metrics(run, "test") or {}
-            ratios = [test[t][metric] / individual[t] for t in test
-                      if t in individual and individual[t] and metric in test[t]]
+            own = individual.get(run["seed"], individual[None])
+            ratios = [test[t][metric] / own[t] for t in test if t in own and own[t] and metric in test[t]]
             if ratios:
                 norms.append(sum(ratios) / len(ratios))
         normalised = mean_std(norms) if norms else None

@@ -47,6 +47,9 @@ class ExpertSuiteModelPool:
     """The suite's name (``fb run -p NAME``)."""
     builder: SuiteBuilder
     """The suite's build: profiles, data, network, store (an instance's ``builder`` argument replaces it)."""
+    seed_option: ClassVar[str] = "seed"
+    """The option that follows the run's seed when not given (:func:`fusionbench_core.run.seed_bound`):
+    ``fb run --seed 1`` and a sweep's seeds score the experts trained with that seed."""
 
     def __init__(self, name: str | None = None, seed: int = 0, quick: bool = False, *,
                  builder: SuiteBuilder | None = None):

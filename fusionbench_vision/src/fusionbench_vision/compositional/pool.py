@@ -33,7 +33,8 @@ class CompositionalModelPool(MiniVisionModelPool):
     suite = cb.SUITE
     builder = cb.BUILDER
     options = (
-        Option("seed", int, 0, "Seed of the experts' and the multitask model's fine-tuning.", minimum=0),
+        Option("seed", int, 0, "Seed of the experts' and the multitask model's fine-tuning; "
+               "default: the run's seed (fb run --seed, a sweep's seeds).", minimum=0),
         Option("quick", bool, False, "Use the quick variant (smaller, as CI builds it)."),
         Option("models", str, "experts", "Serve the held-in experts, or the multitask model alone.",
                choices=MODEL_SETS),

@@ -32,7 +32,8 @@ class MiniVisionModelPool(ExpertSuiteModelPool):
     suite = "mini-vision"
     builder = mb.BUILDER
     options = (
-        Option("seed", int, 0, "Seed of the expert fine-tuning (the pretrained encoder is shared).", minimum=0),
+        Option("seed", int, 0, "Seed of the expert fine-tuning (the pretrained encoder is shared); "
+               "default: the run's seed (fb run --seed, a sweep's seeds).", minimum=0),
         Option("quick", bool, False, "Use the quick variant (smaller, as CI builds it)."),
     )
 

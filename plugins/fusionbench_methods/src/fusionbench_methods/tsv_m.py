@@ -19,6 +19,8 @@ class TaskSingularVectorsMerge(TensorwiseAlgorithm):
     requirement = Requirement.DATA_FREE
     inplace_inputs = False
     hyperparameters = (Hyperparameter("scaling_factor", float, 1.0, "α applied to the merged Δ"),)
+    lambda_linear = "scaling_factor"
+    """θ = θ₀ + α·Δ with Δ free of α: a sweep over α computes Δ once (fusionbench_core.experiments.reuse)."""
 
     def merge_tensor(self, key, pretrained, models):
         """TSV-M of one matrix (or the mean task vector for other shapes)."""
