@@ -69,8 +69,8 @@ def installed_methods() -> list[str]:
     return [entry["name"] for entry in json.loads(fb("methods", "--json").stdout)]
 
 
-def seed_averages(store_path: str | None, rows: list[dict]) -> dict[str, dict[int, float]]:
-    """Per leaderboard row (method): seed → the selected setting's test average, from the store (``None``: fb's)."""
+def seed_averages(store_path: str, rows: list[dict]) -> dict[str, dict[int, float]]:
+    """Per leaderboard row (method): seed → the selected setting's test average, from the store."""
     from fusionbench_core.experiments.store import open_store
 
     out: dict[str, dict[int, float]] = {}
@@ -115,14 +115,19 @@ def main() -> None:
     parser.add_argument("--suites", nargs="+", default=["mini-vision"], choices=SUITES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--methods", nargs="*", help="only these methods (default: every installed one)")
-    parser.add_argument("--store", help="result store (default: fb's own, see docs/experiments.md)")
+    parser.add_argument("--store", help="result store (default: mini-results.sqlite3 beside fb's own store, so the "
+                                        "leaderboard holds this script's runs alone)")
     parser.add_argument("--specs", type=Path, default=ROOT / "docs" / "results" / "sweeps",
                         help="where the sweep files are written (default: %(default)s)")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "results" / "mini-sweep.md")
     parser.add_argument("--dry-run", action="store_true", help="write the sweep files and list their cells; run nothing")
     args = parser.parse_args()
     methods = args.methods or installed_methods()
-    store = ["--store", args.store] if args.store else []
+    if args.store is None:
+        from fusionbench_core.experiments.store import store_path_from_env
+
+        args.store = str(store_path_from_env(None).with_name("mini-results.sqlite3"))
+    store = ["--store", args.store]
     args.specs.mkdir(parents=True, exist_ok=True)
     sections = []
     for suite in args.suites:
@@ -134,9 +139,8 @@ def main() -> None:
         # -k: a method that cannot run on the suite (alignment without a permutation spec, two-model
         # methods on eight) is listed with its error; rerunning retries only what failed or is left.
         cells = json.loads(fb("sweep", str(spec), *store, "--keep-going", "--json", check=False).stdout)
-        name = f"mini-results-{suite}"
-        table = fb("table", *store, "--sweep", name).stdout
-        rows = json.loads(fb("table", *store, "--sweep", name, "--json").stdout)
+        table = fb("table", *store, "--suite", suite).stdout
+        rows = json.loads(fb("table", *store, "--suite", suite, "--json").stdout)
         per_seed = seed_averages(args.store, rows)
         failed = sorted({(c["method"], c["error"]) for c in cells if c["status"] == "failed"})
         sections += [f"## {suite}", "", f"Sweep file: `{spec.relative_to(ROOT) if spec.is_relative_to(ROOT) else spec}`; "
@@ -153,7 +157,7 @@ def main() -> None:
                       f"Produced by `python benchmarks/mini_results.py --suites {' '.join(args.suites)} "
                       f"--seeds {' '.join(map(str, args.seeds))}`: `fb sweep --keep-going` over every installed method, then `fb table`. Test accuracy, "
                       "hyperparameters selected on the whole validation split; the seeds are the experts' "
-                      "training seeds.", "", *sections])
+                      "training seeds. Store: `" + args.store.replace(str(Path.home()), "~") + "`.", "", *sections])
     tmp = args.output.with_name(f".{args.output.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, args.output)
