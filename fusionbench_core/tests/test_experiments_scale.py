@@ -320,3 +320,15 @@ def test_a_ray_task_asks_for_the_cpus_it_computes_with_at_most_a_nodes():
     assert task_cpus(2, 2.0) == 2 and task_cpus(2, 16.0) == 2  # one 2-thread task per 2 cores
     assert task_cpus(8, 4.0) == 4  # never more than a node has: the task must stay schedulable
     assert task_cpus(None, 4.0) == 1 and task_cpus(0, 4.0) == 1
+
+
+def test_keep_going_through_ray_fails_the_same_cell_and_stores_the_rest(tmp_path):
+    _ray_or_skip()
+    spec_path = tmp_path / "failing.yaml"
+    spec_path.write_text(FAILING_SPEC)
+    with open_store(tmp_path / "r.sqlite3") as store:
+        result = run_sweep(load_spec(spec_path), store, executor="ray", num_cpus=1, keep_going=True)
+        assert result.counts() == {"done": 3, "stored": 0, "left": 0, "failed": 1}
+        (failed,) = [row for row in result.rows if row["status"] == "failed"]
+        assert failed["method"] == "slerp" and failed["error"].startswith("ConfigError: method 'slerp' needs exactly 2")
+        assert sorted(r["method"] for r in store.runs()) == ["simple_average"]

@@ -56,6 +56,21 @@ def test_validation_selection_reports_the_test_split_of_the_setting_best_on_vali
     assert "selected on the validation split" in board.caption
 
 
+def test_per_seed_references_normalise_each_run_by_its_own_seed(store):
+    """A suite whose experts are trained per seed records references per seed (see fb sweep)."""
+    individual = report("_individual_", None, 1, test=(0.40, 0.50), val=(0.0, 0.0))
+    del individual["splits"]["validation"]
+    store.add("ref1", individual, kind="individual")
+    (board,) = build_leaderboards(store)
+    rows = {r.method: r for r in board.rows}
+    # seed 0 by seed 0's reference: (0.60/0.80 + 0.70/1.00)/2 = 0.725; seed 1 by seed 1's: (0.64/0.40 + 0.66/0.50)/2 = 1.46
+    assert rows["ta"].normalised == pytest.approx((1.0925, 0.5197234842))
+    # avg has seed 0 only: its own reference, 0.5/0.8 and 0.5/1.0
+    assert rows["avg"].normalised == pytest.approx((0.5625, 0.0))
+    ref = rows["_individual_"]  # both seeds' references, averaged: ((0.8+1.0)/2, (0.4+0.5)/2)
+    assert ref.seeds == [0, 1] and ref.average == pytest.approx((0.675, 0.3181980515))
+
+
 def test_test_selection_is_labelled_an_oracle(store):
     (board,) = build_leaderboards(store, select_on="test")
     ta = next(r for r in board.rows if r.method == "ta")

@@ -46,7 +46,9 @@ def leaderboard_options(func):
 @click.option("-k", "--keep-going", is_flag=True,
               help="A cell that fails is listed as failed with its error (nothing stored: a rerun retries it) "
                    "and the sweep goes on; the exit status is 1 if any failed.")
-@click.option("--dry-run", is_flag=True, help="List the cells and which are stored; run nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="List the cells and which are stored; run no cell (planning builds the pools, so a suite that "
+                   "trains its own experts builds what is missing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the cells as a JSON list.")
 def sweep_command(spec_file: Path, store_path: Path | None, select_on: str | None, executor: str,
                   address: str | None, num_cpus: int | None, gpus_per_cell: float | None, no_reuse: bool,
@@ -94,8 +96,9 @@ def sweep_command(spec_file: Path, store_path: Path | None, select_on: str | Non
     if failed:
         for row in failed:
             hps = ", ".join(f"{k}={v}" for k, v in (row.get("hyperparameters") or {}).items())
+            seed = f" seed={row['seed']}" if row.get("seed") is not None else ""
             click.echo(f"failed: {row['method']}" + (f" ({hps})" if hps else "")
-                       + f" on {row['suite']} seed={row['seed']}: {row['error']}", err=True)
+                       + f" on {row['suite']}{seed}: {row['error']}", err=True)
         raise SystemExit(1)
 
 

@@ -76,8 +76,19 @@ def _forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if any(k.startswith(p) for p in FORWARDED_ENV)}
 
 
+def failed_outcomes(job: Any, exc: BaseException) -> list[Any]:
+    """The outcomes of a job none of whose items finished: each fails with ``exc``'s one-line error."""
+    from .sweep import failed_items
+
+    return failed_items(job, exc, finished=set())
+
+
 def task_cpus(threads: int | None, node_cpus: float) -> int:
-    """The CPUs a Ray task asks for: its torch threads (one when unknown), at most a node's CPUs."""
+    """The CPUs a Ray task asks for: its torch threads (one when unknown), at most a node's CPUs.
+
+    A task whose threads exceed a node's CPUs still computes with all of them (the serial
+    executor's reduction order): it then takes a whole node, and shares its cores only with itself.
+    """
     return max(1, min(int(threads or 1), int(node_cpus)))
 
 
@@ -139,11 +150,14 @@ def ray_executor(jobs: Iterable[Any], *, address: str | None = None, num_cpus: i
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 ref = done[0]
-                pending.pop(ref)
+                job = pending.pop(ref)
                 try:
                     outcomes = ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:
+                except ray.exceptions.RayError as exc:
                     cause = getattr(exc, "cause", None)
+                    if job.keep_going:  # a worker that died or failed outside run_job: the job's items fail
+                        yield from failed_outcomes(job, cause if isinstance(cause, BaseException) else exc)
+                        continue
                     if isinstance(cause, BaseException):
                         raise cause from None
                     raise

@@ -261,14 +261,19 @@ def inspect_suite(suite: Suite, host: Any, seed: int | None = None) -> SuiteInpu
     mp_spec, tp_spec = copy.deepcopy(suite.modelpool), copy.deepcopy(suite.taskpool)
     modelpool = instantiate(host, "modelpool", mp_spec, seed=seed)
     taskpool = instantiate(host, "taskpool", tp_spec, seed=seed)
-    seeded = any(seed_bound(type(pool), spec.options) for pool, spec in ((modelpool, mp_spec), (taskpool, tp_spec)))
+    seeded = any(seed_bound(host.registry(kind).entry(spec.name).load(), spec.options)
+                 for kind, spec in (("modelpool", mp_spec), ("taskpool", tp_spec)))
     return SuiteInputs(mp_spec.options, tp_spec.options,
                        {"modelpool": pool_fingerprint(modelpool), "taskpool": pool_fingerprint(taskpool)},
                        (type(modelpool), type(taskpool)), seeded)
 
 
 def suite_inputs_by_seed(suite: Suite, seeds: list[int], host: Any) -> dict[int, SuiteInputs]:
-    """:func:`inspect_suite` for each seed; the pools are built once when no pool follows the seed."""
+    """:func:`inspect_suite` for each seed; the pools are built once when no pool follows the seed.
+
+    Building a pool of a suite that trains its own experts trains what is missing (every seed's
+    experts here, before the first cell runs, in this process, ``--dry-run`` included).
+    """
     first = inspect_suite(suite, host, seeds[0])
     if not first.seeded:
         return {seed: first for seed in seeds}
@@ -534,12 +539,14 @@ def run_job(job: Job, host: Any = None, execute: Callable[..., dict[str, Any]] |
             finished.add(outcome.key)
             yield outcome
     except Exception as exc:  # noqa: BLE001 - kept going on purpose: the error is reported per item
-        error = error_line(exc)
-        items = ([(key, kind) for kind, key in job.keys.items()] if job.kind == "reference"
-                 else [(cell.key, "fused") for cell in job.cells])
-        for key, kind in items:
-            if key not in finished:
-                yield Outcome(key, kind, None, error=error)
+        yield from failed_items(job, exc, finished)
+
+
+def failed_items(job: Job, exc: BaseException, finished: set[str]) -> list[Outcome]:
+    """An outcome with ``exc``'s one-line error for each item of ``job`` whose key is not ``finished``."""
+    items = ([(key, kind) for kind, key in job.keys.items()] if job.kind == "reference"
+             else [(cell.key, "fused") for cell in job.cells])
+    return [Outcome(key, kind, None, error=error_line(exc)) for key, kind in items if key not in finished]
 
 
 def error_line(exc: BaseException) -> str:
@@ -640,8 +647,9 @@ def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = 
             row = by_key[outcome.key]
             if outcome.error is not None:
                 row["status"], row["error"] = "failed", outcome.error
-                progress.finish(None, f"{row['method']}{_hp_text(row['hyperparameters'])} on {row['suite']} "
-                                      f"seed={row['seed']}: failed, {outcome.error}")
+                seed = f" seed={row['seed']}" if row.get("seed") is not None else ""
+                progress.finish(None, f"{row['method']}{_hp_text(row['hyperparameters'])} on {row['suite']}{seed}: "
+                                      f"failed, {outcome.error}")
                 continue
             if outcome.report is None:
                 row["status"] = "stored"  # nothing to record (e.g. no pretrained model)
