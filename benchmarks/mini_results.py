@@ -55,9 +55,27 @@ def fb(*args: str, capture: bool = True, check: bool = True) -> subprocess.Compl
     return done
 
 
+SPEC_HEADER = "# Written by benchmarks/mini_results.py (rewritten on each run)."
+PAGE_HEADER = "# Mini suites: the leaderboard from the result store"
+
+
+def refuse_foreign(path: Path, header: str) -> None:
+    """Exit with one line when ``path`` exists and this script did not write it (it does not start with ``header``)."""
+    if path.exists() and not path.read_text(errors="replace").startswith(header):
+        raise SystemExit(f"{path}: exists and was not written by this script; not overwriting it")
+
+
+def write_own(path: Path, text: str, header: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file; refuse to replace a file this script did not write."""
+    refuse_foreign(path, header)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def sweep_spec(suite: str, methods: list[str], seeds: list[int]) -> str:
     """The sweep file of one suite (YAML is a superset of JSON: one method per line)."""
-    lines = [f"name: mini-results-{suite}", "methods:"]
+    lines = [SPEC_HEADER, f"name: mini-results-{suite}", "methods:"]
     for name in methods:
         grid = {SWEPT[name]: SWEEP} if name in SWEPT else {}
         lines.append(f"  {name}: {json.dumps(grid)}")
@@ -126,6 +144,8 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "results" / "mini-sweep.md")
     parser.add_argument("--dry-run", action="store_true", help="write the sweep files and list their cells; run nothing")
     args = parser.parse_args()
+    if not args.dry_run:
+        refuse_foreign(args.output, PAGE_HEADER)  # before hours of sweeping, not after
     methods = args.methods or installed_methods()
     if args.store is None:
         from fusionbench_core.experiments.store import store_path_from_env
@@ -136,7 +156,7 @@ def main() -> None:
     sections = []
     for suite in args.suites:
         spec = args.specs / f"mini-results-{suite}.yaml"
-        spec.write_text(sweep_spec(suite, methods, args.seeds))
+        write_own(spec, sweep_spec(suite, methods, args.seeds), SPEC_HEADER)
         if args.dry_run:
             fb("sweep", str(spec), *store, "--dry-run", capture=False)
             continue
@@ -160,14 +180,12 @@ def main() -> None:
                          *[f"- `{m}`: {e}" for m, e in failed], ""]
     if args.dry_run:
         return
-    text = "\n".join(["# Mini suites: the leaderboard from the result store", "",
+    text = "\n".join([PAGE_HEADER, "",
                       f"Produced by `python benchmarks/mini_results.py --suites {' '.join(args.suites)} "
                       f"--seeds {' '.join(map(str, args.seeds))}`: `fb sweep --keep-going` over every installed method, then `fb table`. Test accuracy, "
                       "hyperparameters selected on the whole validation split; the seeds are the experts' "
                       "training seeds. Store: `" + args.store.replace(str(Path.home()), "~") + "`.", "", *sections])
-    tmp = args.output.with_name(f".{args.output.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.output)
+    write_own(args.output, text, PAGE_HEADER)
     print(f"wrote {args.output}", file=sys.stderr)
 
 

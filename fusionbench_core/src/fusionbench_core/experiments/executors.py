@@ -76,13 +76,6 @@ def _forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if any(k.startswith(p) for p in FORWARDED_ENV)}
 
 
-def failed_outcomes(job: Any, exc: BaseException) -> list[Any]:
-    """The outcomes of a job none of whose items finished: each fails with ``exc``'s one-line error."""
-    from .sweep import failed_items
-
-    return failed_items(job, exc, finished=set())
-
-
 def task_cpus(threads: int | None, node_cpus: float) -> int:
     """The CPUs a Ray task asks for: its torch threads (one when unknown), at most a node's CPUs.
 
@@ -156,7 +149,9 @@ def ray_executor(jobs: Iterable[Any], *, address: str | None = None, num_cpus: i
                 except ray.exceptions.RayError as exc:
                     cause = getattr(exc, "cause", None)
                     if job.keep_going:  # a worker that died or failed outside run_job: the job's items fail
-                        yield from failed_outcomes(job, cause if isinstance(cause, BaseException) else exc)
+                        from .sweep import failed_items
+
+                        yield from failed_items(job, cause if isinstance(cause, BaseException) else exc, set())
                         continue
                     if isinstance(cause, BaseException):
                         raise cause from None

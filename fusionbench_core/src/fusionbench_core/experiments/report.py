@@ -118,10 +118,11 @@ def find_browser() -> str | None:
 def rendered_page(page: Any, profile_dir: Any, *, browser: str | None = None, timeout_s: float = 60) -> dict[str, Any]:
     """What a reader sees of a report page: rendered offline in headless Chromium.
 
-    Returns ``{"dom", "rows", "image_widths", "loaded"}``: the DOM after the page's script ran, the
-    leaderboard rows (``data-method`` of each ``<tr>``, in order), the natural width of every figure
-    the browser decoded (0 for an image that failed), and whether the page's script finished. The
-    browser runs with a throwaway profile in ``profile_dir`` and no network features.
+    Returns ``{"dom", "rows", "image_widths", "loaded", "stderr"}``: the DOM after the page's script
+    ran, the leaderboard rows (``data-method`` of each ``<tr>``, in order), the natural width of every
+    figure the browser decoded (0 for an image that failed), whether the page's script finished, and
+    the end of the browser's stderr (for a failure message). The browser runs with a throwaway
+    profile in ``profile_dir`` and no network features.
     """
     import re
     import subprocess
