@@ -41,8 +41,8 @@ def leaderboard_options(func):
               help="Ray: GPUs each cell asks for (default: 1 where the cluster has GPUs and the cell's method or "
                    "pools want one, else 0).")
 @click.option("--no-reuse", is_flag=True,
-              help="Run every cell on its own, even the λ values of task arithmetic or TIES (by default a λ sweep "
-                   "loads the pools and computes the task vector once).")
+              help="Run every cell on its own, even the λ values of a λ-linear method (task arithmetic, TIES, "
+                   "TSV-M; by default a λ sweep loads the pools and computes the task vector once).")
 @click.option("-k", "--keep-going", is_flag=True,
               help="A cell that fails is listed as failed with its error (nothing stored: a rerun retries it) "
                    "and the sweep goes on; the exit status is 1 if any failed.")
