@@ -26,6 +26,7 @@ from .render import print_json, print_report
 from .run import run_command
 from .suites import suites
 from .compare import compare_command  # noqa: I001 - experiments (#16)
+from .agree import agree_command
 from .plot import plot_command
 from .report import report_command
 from .results import results
@@ -54,7 +55,7 @@ def make_cli() -> FbGroup:
 
     for command in (run_command, eval_command, merge_command, methods, modelpools, taskpools, suites,
                     plugins_command, info_command, sweep_command, results, table_command, compare_command,
-                    plot_command, report_command):
+                    plot_command, report_command, agree_command):
         root.add_command(command)
     return root
 
