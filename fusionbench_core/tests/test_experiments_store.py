@@ -63,18 +63,22 @@ def test_newer_schema_is_refused(tmp_path):
     db.execute("UPDATE schema_version SET version = 99")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match=r"schema version 99, newer than this fusionbench-core understands \(1\)"):
+    understood = store_module.SCHEMA_VERSION
+    with pytest.raises(StoreError, match=rf"schema version 99, newer than this fusionbench-core understands \({understood}\)"):
         ResultStore(path)
+    with pytest.raises(StoreError, match="schema version 99"):
+        ResultStore(path, readonly=True)
 
 
 def test_older_schema_is_migrated(tmp_path, monkeypatch):
     path = tmp_path / "r.sqlite3"
     with open_store(path) as store:
         store.add("a" * 64, report())
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store_module, "MIGRATIONS", {1: "ALTER TABLE runs ADD COLUMN note TEXT"})
+    current = store_module.SCHEMA_VERSION
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setattr(store_module, "MIGRATIONS", {current: "ALTER TABLE runs ADD COLUMN note TEXT"})
     with open_store(path) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == current + 1
         columns = [row[1] for row in store.db.execute("PRAGMA table_info(runs)")]
         assert "note" in columns
         assert len(store.runs()) == 1  # the data survived
@@ -83,8 +87,10 @@ def test_older_schema_is_migrated(tmp_path, monkeypatch):
 def test_missing_migration_is_an_error(tmp_path, monkeypatch):
     path = tmp_path / "r.sqlite3"
     ResultStore(path).close()
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
-    with pytest.raises(StoreError, match="no migration from schema version 1"):
+    current = store_module.SCHEMA_VERSION
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", current + 2)
+    monkeypatch.setattr(store_module, "MIGRATIONS", {})
+    with pytest.raises(StoreError, match=f"no migration from schema version {current}"):
         ResultStore(path)
 
 

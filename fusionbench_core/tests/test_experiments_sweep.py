@@ -168,6 +168,8 @@ def test_experiment_commands_never_import_torch(tmp_path):
         import sys
         from click.testing import CliRunner
         from fusionbench_core.cli import cli
+        from fusionbench_core.experiments.store import ResultStore
+        ResultStore(r"{tmp_path / 'r.sqlite3'}").close()
         for args in (["results", "--store", r"{tmp_path / 'r.sqlite3'}", "--json"], ["sweep", "--help"],
                      ["table", "--help"], ["compare", "--help"]):
             result = CliRunner().invoke(cli, args)

@@ -78,13 +78,15 @@ def test_test_selection_is_labelled_an_oracle(store):
     assert "oracle" in board.caption
 
 
-def test_no_validation_scores_is_a_one_line_error(tmp_path):
+def test_no_validation_scores_leaves_the_method_out_and_the_caption_says_so(tmp_path):
+    """docs/experiments.md: a method with only test-scored runs is named in the caption, not an error (#24)."""
     with open_store(tmp_path / "r.sqlite3") as s:
         r = report("ta", 0.3, 0, test=(0.5, 0.5), val=(0.5, 0.5))
         del r["splits"]
         s.add("k", r)
-        with pytest.raises(FusionBenchError, match="method 'ta' on suite 'toy' has no validation scores"):
-            build_leaderboards(s)
+        (board,) = build_leaderboards(s)
+        assert board.rows == [] and board.unselectable == ["ta"]
+        assert "Not shown, no validation scores" in board.caption and board.caption.endswith(": ta.")
         assert build_leaderboards(s, select_on="test")[0].rows[0].average == pytest.approx((0.5, 0.0))
 
 

@@ -164,8 +164,9 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
 
     ``splits`` (used by ``fb sweep``) asks for more splits scored on the same fused model, e.g.
     ``("validation", "test")``: the task pool must offer
-    :class:`~fusionbench_core.protocols.ScoresSplits`; the report then also holds ``split`` (what
-    ``tasks`` was scored on) and ``splits`` (``{split: {"tasks", "average"}}``). With
+    :class:`~fusionbench_core.protocols.ScoresSplits`; the report then also holds ``splits``
+    (``{split: {"tasks", "average"}}``). Every report says in ``split`` what ``tasks`` was scored
+    on (the task pool's ``split``, else ``test``). With
     ``predictions`` the report holds ``predictions`` (``{split: {task: {"predicted", "target"}}}``)
     for the tasks whose pool reported them (see :class:`~fusionbench_core.protocols.Predictions`).
 
@@ -298,9 +299,10 @@ def score_and_report(config: RunConfig, algorithm: Any, taskpool: Any, fused: An
     groups = declared_groups(taskpool)
     if groups:
         report["groups"] = group_averages(evaluation.tasks, groups)
+    # What ``tasks`` scored: the result store files the run under it (a validation run is no test run).
+    report["split"] = main_split
     if splits:
         cost["extra_eval_s"] = round(extra_done - done, 3)
-        report["split"] = main_split
         report["splits"] = {split: {"tasks": result.tasks, "average": result.average}
                             for split, result in by_split.items()}
         for split, result in by_split.items():

@@ -122,6 +122,13 @@ class FlanT5GlueModelPool:
         """The task names of the experts."""
         return list(self.tasks)
 
+    def fingerprint(self) -> str:
+        """Content hash of the checkpoints and adapters read (``fusionbench_core.experiments.fingerprint``):
+        runs are reused only on the same weights."""
+        from fusionbench_core.experiments.fingerprint import inputs_fingerprint
+
+        return inputs_fingerprint(models=[self.suite.pretrained, *(self.suite.expert_id(t) for t in self.tasks)])
+
     @property
     def has_pretrained(self) -> bool:
         """Always true."""
@@ -276,6 +283,14 @@ class FlanT5GlueTaskPool:
         self.precision = precision
         self.upstream_padding = upstream_padding
         self.checkpoints = FlanT5Checkpoints(self.suite)
+
+    def fingerprint(self) -> str:
+        """Content hash of what is read: the pretrained checkpoint (tokenizer, configuration) and GLUE."""
+        from fusionbench_core.experiments.fingerprint import inputs_fingerprint
+
+        from .glue import GLUE_DATASET_ID
+
+        return inputs_fingerprint(models=[self.suite.pretrained], datasets=[GLUE_DATASET_ID])
 
     @property
     def task_names(self) -> list[str]:

@@ -130,6 +130,13 @@ class GPT2GlueModelPool:
         """The task names of the experts."""
         return list(self.tasks)
 
+    def fingerprint(self) -> str:
+        """Content hash of the checkpoints read (``fusionbench_core.experiments.fingerprint``): runs are reused
+        only on the same weights."""
+        from fusionbench_core.experiments.fingerprint import inputs_fingerprint
+
+        return inputs_fingerprint(models=[self.suite.pretrained, *(self.suite.expert_id(t) for t in self.tasks)])
+
     @property
     def has_pretrained(self) -> bool:
         """Always true: ``gpt2``."""
@@ -211,6 +218,15 @@ class GPT2GlueTaskPool:
                               f"got '{precision}'")
         self.precision = precision
         self.resources = GPT2GlueResources(self.suite)
+
+    def fingerprint(self) -> str:
+        """Content hash of what is read: the tokenizer's checkpoint, each expert's head, GLUE."""
+        from fusionbench_core.experiments.fingerprint import inputs_fingerprint
+
+        from .glue import GLUE_DATASET_ID
+
+        return inputs_fingerprint(models=[self.suite.pretrained, *(self.suite.expert_id(t) for t in self.tasks)],
+                                  datasets=[GLUE_DATASET_ID])
 
     @property
     def task_names(self) -> list[str]:

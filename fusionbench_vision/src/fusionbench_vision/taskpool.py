@@ -117,6 +117,14 @@ class CLIPZeroShotTaskPool:
         self._resident: dict[tuple[str, str | None], Any] = {}
         self._classifier: Any = None
 
+    def fingerprint(self) -> str:
+        """Content hash of what is read (``fusionbench_core.experiments.fingerprint``): the CLIP model whose
+        text tower makes the heads, and each task's dataset."""
+        from fusionbench_core.experiments.fingerprint import inputs_fingerprint
+
+        datasets = dict.fromkeys(get_task(t, self.classnames).dataset for t in self._tasks)
+        return inputs_fingerprint(models=[self.pretrained_id], datasets=list(datasets))
+
     @property
     def task_names(self) -> list[str]:
         """Report rows: the tasks, and for robustness pools ``task/corruption`` too."""

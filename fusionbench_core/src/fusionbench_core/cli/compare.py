@@ -36,7 +36,7 @@ def compare_command(run_a: str, run_b: str, store_path: Path | None, split: str,
     from ..experiments.stats import paired_bootstrap, paired_differences
     from ..experiments.store import StoreError, open_store
 
-    with open_store(store_path) as store:
+    with open_store(store_path, readonly=True) as store:
         a, b = store.find(run_a), store.find(run_b)
         preds = []
         for label, row in (("A", a), ("B", b)):

@@ -36,7 +36,7 @@ def plot_command(store_path: Path | None, output: Path, select_on: str, suite: s
     from ..experiments.tables import build_leaderboards
     from .table import write_bytes_atomic
 
-    with open_store(store_path) as store:
+    with open_store(store_path, readonly=True) as store:
         boards = build_leaderboards(store, select_on=select_on, suite=suite, sweep=sweep)
     pngs = figures(boards)
     if not overwrite:

@@ -37,7 +37,7 @@ def report_command(store_path: Path | None, output: Path, select_on: str, suite:
 
     if output.exists() and not overwrite:
         raise ConfigError(f"'{output}' exists; pass --overwrite to replace it")
-    with open_store(store_path) as store:
+    with open_store(store_path, readonly=True) as store:
         boards = build_leaderboards(store, select_on=select_on, suite=suite, sweep=sweep)
         page = render_report(store, boards, title=title, sweep=sweep)
     write_text_atomic(output, page)

@@ -45,7 +45,7 @@ def list_command(store_path: Path | None, method: str | None, suite: str | None,
     from ..experiments.store import open_store
     from .render import fmt
 
-    with open_store(store_path) as store:
+    with open_store(store_path, readonly=True) as store:
         rows = store.runs(method=method, suite=suite, sweep=sweep, kind=None if all_kinds else "fused")
     if as_json:
         print_json(rows)
@@ -80,7 +80,7 @@ def show_command(run: str, store_path: Path | None, as_json: bool) -> None:
     from ..experiments.store import open_store
     from .render import fmt, print_mapping
 
-    with open_store(store_path) as store:
+    with open_store(store_path, readonly=True) as store:
         row = store.find(run)
         report = store.report(row["id"])
         metrics = store.metrics([row["id"]])[row["id"]]

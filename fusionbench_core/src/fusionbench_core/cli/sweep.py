@@ -69,18 +69,25 @@ def sweep_command(spec_file: Path, store_path: Path | None, select_on: str | Non
       fb sweep lambda.yaml --executor ray --address ray://head:10001
     """
     from ..experiments.executors import get_executor
-    from ..experiments.store import open_store
-    from ..experiments.sweep import load_spec, run_sweep
+    from ..experiments.store import check_store_path, open_store, store_path_from_env
+    from ..experiments.sweep import load_spec, plan_cells, run_sweep
+    from ..plugins import get_host
 
     if not spec_file.exists():
         raise click.BadParameter(f"file '{spec_file}' does not exist", param_hint="SPEC_FILE")
     ray_options = {"address": address, "num_cpus": num_cpus, "gpus_per_cell": gpus_per_cell}
     get_executor(executor, **ray_options)  # an unknown executor or a missing Ray fails before anything runs
+    check_store_path(store_path_from_env(store_path))
     spec = load_spec(spec_file, select_on=select_on)
-    with open_store(store_path) as store:
-        result = run_sweep(spec, store, dry_run=dry_run, executor=executor, reuse=not no_reuse,
-                           keep_going=keep_going, **ray_options)
-        path = store.path
+    # Every cell is checked (and keyed) before the store is opened: a bad sweep file leaves no store behind.
+    planned = plan_cells(spec, get_host())
+    path = store_path_from_env(store_path)
+    if dry_run and not path.exists():  # a plan needs no store: nothing is stored yet, and none is created
+        result = run_sweep(spec, NoStore(path), dry_run=True, executor=executor, planned=planned, **ray_options)
+    else:
+        with open_store(store_path) as store:
+            result = run_sweep(spec, store, dry_run=dry_run, executor=executor, reuse=not no_reuse,
+                               keep_going=keep_going, planned=planned, **ray_options)
     counts = result.counts()
     if as_json:
         print_json(result.rows)
@@ -100,6 +107,17 @@ def sweep_command(spec_file: Path, store_path: Path | None, select_on: str | Non
             click.echo(f"failed: {row['method']}" + (f" ({hps})" if hps else "")
                        + f" on {row['suite']}{seed}: {row['error']}", err=True)
         raise SystemExit(1)
+
+
+class NoStore:
+    """The store a dry run plans against when none exists yet: it holds nothing."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def keys(self) -> set[str]:
+        """No cell is stored."""
+        return set()
 
 
 def print_cells(rows: list[dict], title: str) -> None:

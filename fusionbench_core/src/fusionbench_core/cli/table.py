@@ -38,7 +38,7 @@ def table_command(store_path: Path | None, fmt: str, select_on: str, suite: str 
     from ..experiments.store import open_store
     from ..experiments.tables import build_leaderboards, render
 
-    with open_store(store_path) as store:
+    with open_store(store_path, readonly=True) as store:
         boards = build_leaderboards(store, select_on=select_on, metric=metric, suite=suite, sweep=sweep,
                                     methods=methods or None)
     if as_json:

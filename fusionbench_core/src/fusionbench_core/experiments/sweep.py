@@ -43,8 +43,8 @@ from typing import Any
 from ..config import ComponentSpec, RunConfig
 from ..errors import ConfigError
 
-__all__ = ["Cell", "Job", "Outcome", "Suite", "SweepSpec", "cell_key", "code_version", "load_spec", "plan_jobs",
-           "run_job", "run_key", "run_sweep"]
+__all__ = ["Cell", "Job", "Outcome", "Suite", "SweepSpec", "cell_key", "check_spec", "code_version", "load_spec",
+           "plan_cells", "plan_jobs", "run_job", "run_key", "run_sweep"]
 
 SPEC_KEYS = ("name", "methods", "seeds", "suites", "select_on", "reference")
 SELECT_ON = ("validation", "test")
@@ -125,15 +125,63 @@ class SweepSpec:
         return ("validation", "test") if self.select_on == "validation" else ()
 
 
+class _UniqueKeyLoader:
+    """A YAML safe loader that refuses a mapping key written twice (PyYAML keeps the last one silently)."""
+
+    @staticmethod
+    def make() -> Any:
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            pass
+
+        def mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = loader.construct_object(key_node, deep=deep)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise ConfigError(f"line {key_node.start_mark.line + 1}: key '{key}' is written twice")
+                seen.add(key)
+            return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+        Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+        return Loader
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _twice(values: list[Any]) -> Any:
+    """The first value of ``values`` that equals an earlier one (``0.3`` and ``0.30`` are equal), else a sentinel."""
+    seen: list[Any] = []
+    for value in values:
+        if any(type(value) is type(old) and value == old for old in seen):
+            return value
+        seen.append(value)
+    return _NONE
+
+
+_NONE = object()
+
+
 def load_spec(path: Path, *, select_on: str | None = None) -> SweepSpec:
-    """Read and check a sweep file; ``select_on`` (from ``--select-on``) overrides the file's."""
+    """Read and check a sweep file; ``select_on`` (from ``--select-on``) overrides the file's.
+
+    Everything that can be checked without the plugins is checked here, each with a one-line error
+    naming the file and the key: keys written twice, grid values listed twice, seeds that are not
+    distinct integers, values of the wrong type, a suite listed twice. :func:`check_spec` checks
+    the names (methods, pools) and hyperparameters against what is installed.
+    """
     import yaml
 
     where = f"sweep file '{path}'"
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader.make()) or {}
     except OSError as exc:
         raise ConfigError(f"{where}: {exc.strerror or exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{where} {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(f"{where}{f' line {mark.line + 1}' if mark else ''}: not valid YAML") from exc
@@ -144,12 +192,20 @@ def load_spec(path: Path, *, select_on: str | None = None) -> SweepSpec:
             raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(SPEC_KEYS)})")
     methods = data.get("methods")
     if isinstance(methods, list):
-        methods = {m: {} for m in methods} if all(isinstance(m, str) for m in methods) else None
+        if all(isinstance(m, str) for m in methods):
+            repeated = _twice(methods)
+            if repeated is not _NONE:
+                raise ConfigError(f"{where}: 'methods' lists '{repeated}' twice")
+            methods = {m: {} for m in methods}
+        else:
+            methods = None
     if not isinstance(methods, dict) or not methods:
         raise ConfigError(f"{where}: 'methods' must map each method to its grid, "
                           "e.g. {ties: {scaling_factor: [0.3, 0.5]}}")
     parsed_methods = []
     for name, grid in methods.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}: method names must be text, got {name!r}")
         grid = grid or {}
         if not isinstance(grid, dict):
             raise ConfigError(f"{where}: the grid of method '{name}' must be a mapping of hyperparameters")
@@ -158,22 +214,27 @@ def load_spec(path: Path, *, select_on: str | None = None) -> SweepSpec:
             values = values if isinstance(values, list) else [values]
             if not values:
                 raise ConfigError(f"{where}: hyperparameter '{name}.{hp}' has an empty list of values")
+            repeated = _twice(values)
+            if repeated is not _NONE:
+                raise ConfigError(f"{where}: hyperparameter '{name}.{hp}' lists {repeated!r} twice")
             axes[str(hp)] = values
-        parsed_methods.append((str(name), axes))
+        parsed_methods.append((name, axes))
     seeds = data.get("seeds", [0])
     seeds = seeds if isinstance(seeds, list) else [seeds]
-    try:
-        seeds = [int(s) for s in seeds]
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: 'seeds' must be a list of integers") from exc
-    if not seeds or len(set(seeds)) != len(seeds):
+    if not seeds:
         raise ConfigError(f"{where}: 'seeds' must be a non-empty list of distinct integers")
+    for seed in seeds:
+        if not _is_integer(seed):
+            raise ConfigError(f"{where}: 'seeds' must be integers, got {seed!r}")
+    repeated = _twice(seeds)
+    if repeated is not _NONE:
+        raise ConfigError(f"{where}: 'seeds' lists {repeated} twice")
     suites_value = data.get("suites")
     if isinstance(suites_value, (str, dict)):
         suites_value = [suites_value]
     if not isinstance(suites_value, list) or not suites_value:
         raise ConfigError(f"{where}: 'suites' must list suite names or {{modelpool: ..., taskpool: ...}} mappings")
-    suites = []
+    suites: list[Suite] = []
     for i, item in enumerate(suites_value):
         if isinstance(item, dict) and "modelpool" in item:
             unknown = set(item) - {"modelpool", "taskpool"}
@@ -185,12 +246,48 @@ def load_spec(path: Path, *, select_on: str | None = None) -> SweepSpec:
         else:
             mp = ComponentSpec.parse(item, f"{where}: suites[{i}]")
             tp = ComponentSpec(mp.name, dict(mp.options))
-        suites.append(Suite(mp, tp))
+        suite = Suite(mp, tp)
+        if any(s == suite for s in suites):
+            raise ConfigError(f"{where}: suites[{i}]: suite '{suite.label}' is listed twice")
+        suites.append(suite)
     chosen = select_on or data.get("select_on", "validation")
-    if chosen not in SELECT_ON:
-        raise ConfigError(f"{where}: select_on must be one of {', '.join(SELECT_ON)}, got '{chosen}'")
-    name = str(data.get("name") or Path(path).stem)
-    return SweepSpec(name, parsed_methods, seeds, suites, chosen, bool(data.get("reference", True)))
+    if not isinstance(chosen, str) or chosen not in SELECT_ON:
+        raise ConfigError(f"{where}: select_on must be one of {', '.join(SELECT_ON)}, got {chosen!r}")
+    name = data.get("name")
+    if name is not None and not isinstance(name, (str, int)) or isinstance(name, bool):
+        raise ConfigError(f"{where}: 'name' must be text, got {name!r}")
+    reference = data.get("reference", True)
+    if not isinstance(reference, bool):
+        raise ConfigError(f"{where}: 'reference' must be true or false, got {reference!r}")
+    return SweepSpec(str(name or Path(path).stem), parsed_methods, seeds, suites, chosen, reference)
+
+
+def check_spec(spec: SweepSpec, host: Any) -> None:
+    """Check every name and hyperparameter of ``spec`` against what is installed, building no pool.
+
+    Methods, model pools and task pools must be registered, each grid point's hyperparameters parse
+    and pass the method's checks, and no two grid points of a method are the same setting once
+    parsed (``0.3`` and ``"0.3"``); errors are one line. :func:`plan_cells` calls it before it builds
+    a pool, so a typo in the last suite does not wait for the first suite's experts to be trained.
+    """
+    from ..run import instantiate, parse_options
+
+    for suite in spec.suites:
+        for kind, pool in (("modelpool", suite.modelpool), ("taskpool", suite.taskpool)):
+            factory = host.registry(kind).entry(pool.name).load()
+            parse_options(kind, ComponentSpec(pool.name, dict(pool.options)), factory)
+    for method, grid in spec.methods:
+        axes = list(grid)
+        seen: dict[str, dict[str, Any]] = {}
+        for values in itertools.product(*(grid[a] for a in axes)):
+            algorithm = instantiate(host, "method", ComponentSpec(method, dict(zip(axes, values))))
+            settings = getattr(algorithm, "settings", None) or dict(zip(axes, values))
+            text = json.dumps(settings, sort_keys=True, default=str)
+            if text in seen:
+                point = ", ".join(f"{k}={v}" for k, v in dict(zip(axes, values)).items())
+                raise ConfigError(f"method '{method}' of sweep '{spec.name}' lists the same setting twice: "
+                                  f"{point} (the grid values parse to equal hyperparameters)")
+            seen[text] = settings
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -332,6 +429,7 @@ def plan_cells(spec: SweepSpec, host: Any) -> tuple[list[Cell], list[dict[str, A
     """
     from ..run import instantiate
 
+    check_spec(spec, host)
     inputs: dict[int, dict[int, SuiteInputs]] = {}
     for i, suite in enumerate(spec.suites):
         inputs[i] = suite_inputs_by_seed(suite, spec.seeds, host)
@@ -587,7 +685,8 @@ def _job_outcomes(job: Job, host: Any, execute: Callable[..., dict[str, Any]] | 
 def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = False,
               execute: Callable[..., dict[str, Any]] | None = None, executor: str = "serial", reuse: bool = True,
               address: str | None = None, num_cpus: int | None = None,
-              gpus_per_cell: float | None = None, keep_going: bool = False) -> SweepResult:
+              gpus_per_cell: float | None = None, keep_going: bool = False,
+              planned: tuple[list[Cell], list[dict[str, Any]]] | None = None) -> SweepResult:
     """Run every cell of ``spec`` not yet in ``store``, recording each in the store when complete.
 
     References (pretrained and individual models) come first, then the cells in :meth:`SweepSpec.cells`
@@ -599,14 +698,15 @@ def run_sweep(spec: SweepSpec, store: Any, *, host: Any = None, dry_run: bool = 
     :func:`fusionbench_core.run.execute`; ``execute`` replaces that function (tests). With
     ``keep_going`` a failing cell (or reference) is marked ``failed`` with its one-line error, nothing
     is recorded for it (so the next run retries it), and the sweep goes on; otherwise the error is
-    raised and ends the sweep.
+    raised and ends the sweep. ``planned`` is what :func:`plan_cells` returned for ``spec`` (``fb sweep``
+    plans before it opens the store, so that a bad sweep file leaves no store behind).
     """
     from ..plugins import get_host
     from .executors import get_executor
 
     run_jobs = get_executor(executor, address=address, num_cpus=num_cpus, gpus_per_cell=gpus_per_cell)
     host = host or get_host()
-    cells, references = plan_cells(spec, host)
+    cells, references = planned if planned is not None else plan_cells(spec, host)
     stored = store.keys()
     rows = []
     for ref in references:

@@ -95,7 +95,8 @@ class Leaderboard:
         """What the table shows and how the hyperparameters were chosen."""
         chosen = ("hyperparameters selected on the validation split" if self.select_on == "validation"
                   else "hyperparameters selected on the test split (oracle, not a fair protocol)")
-        left_out = (f" Not shown, no {self.select_on} scores (run them with fb sweep): "
+        also = "" if self.select_on == "test" else " and test scores of one run"
+        left_out = (f" Not shown, no {self.select_on} scores{also} (run them with fb sweep): "
                     f"{', '.join(self.unselectable)}." if self.unselectable else "")
         return (f"{self.suite}: test {self.metric} (%), mean ± std over seeds; normalised = merged ÷ individual; "
                 f"{chosen}; cost = mean wall time of one run (s).{left_out}")
@@ -116,6 +117,7 @@ def build_leaderboards(store: Any, *, select_on: str = "validation", metric: str
     if suite is not None:
         runs = [r for r in runs if suite in (r["modelpool"]["name"], r["taskpool"]["name"], suite_label(r))]
     if methods:
+        check_methods(methods, [r for r in runs if r["kind"] == "fused"], store.path, suite=suite, sweep=sweep)
         runs = [r for r in runs if r["method"] in methods or r["kind"] != "fused"]
     if not runs:
         raise FusionBenchError(f"result store '{store.path}' holds no runs" + (f" of suite '{suite}'" if suite else "")
@@ -129,6 +131,23 @@ def build_leaderboards(store: Any, *, select_on: str = "validation", metric: str
     for label, suite_runs in by_suite.items():
         boards.append(_leaderboard(label, suite_runs, select_on, metric))
     return boards
+
+
+def check_methods(methods: Sequence[str], runs: list[dict[str, Any]], path: Any, *, suite: str | None = None,
+                  sweep: str | None = None) -> None:
+    """Refuse a method asked for (``fb table -m``) that has no run among ``runs``, with a did-you-mean."""
+    import difflib
+
+    stored = sorted({r["method"] for r in runs})
+    for method in methods:
+        if method in stored:
+            continue
+        where = f"result store '{path}'" + (f" (suite '{suite}')" if suite else "") + (
+            f" (sweep '{sweep}')" if sweep else "")
+        close = difflib.get_close_matches(method, stored, n=3, cutoff=0.5)
+        hint = (f" Did you mean: {', '.join(close)}?" if close
+                else f" Stored: {', '.join(stored)}." if stored else "")
+        raise FusionBenchError(f"no runs of method '{method}' in {where}.{hint}")
 
 
 def _split_metrics(run: dict[str, Any], split: str) -> dict[str, dict[str, float]] | None:
@@ -159,17 +178,13 @@ def _leaderboard(label: str, runs: list[dict[str, Any]], select_on: str, metric:
 
     # method → setting (JSON) → seed → latest run
     grouped: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
-    # Runs that did not score the selection split (an `fb run`, a test-only sweep) cannot take part in
-    # selection; a method with no other run is left out (named in the caption), unless nothing is left.
-    selectable = {r["method"] for r in fused if _split_metrics(r, select_on)}
-    board.unselectable = sorted({r["method"] for r in fused} - selectable)
-    if board.unselectable and not selectable:
-        raise FusionBenchError(
-            f"method '{board.unselectable[0]}' on suite '{label}' has no {select_on} scores in the store; "
-            f"run the sweep with --select-on {select_on}, or pass --select-on test")
-    for run in fused:
-        if not _split_metrics(run, select_on):
-            continue
+    # A run takes part only when it scored both the selection split and the test split: an `fb run`
+    # (test only) cannot be selected on validation, and a run of a pool set to score validation
+    # (`-s taskpool.split=validation`) has no test score to show. A method with no such run is left
+    # out and named in the caption.
+    usable = [r for r in fused if _split_metrics(r, select_on) and _split_metrics(r, "test")]
+    board.unselectable = sorted({r["method"] for r in fused} - {r["method"] for r in usable})
+    for run in usable:
         setting = json.dumps(run["hyperparameters"], sort_keys=True)
         grouped.setdefault(run["method"], {}).setdefault(setting, {})[run["seed"]] = run
     for method, settings in grouped.items():

@@ -1,0 +1,212 @@
+"""Results you can trust (#24): the store records what was run, sweep files are checked before anything
+is created, read commands never create a store, outputs never replace a user's file, and the
+documented walk-through works in a fresh store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from fusionbench_core.experiments.store import open_store
+
+TINY2 = ("-p", "tiny", "-s", "modelpool.n_models=2", "-s", "taskpool.n_models=2")
+
+
+def one_line_error(result, *needles):
+    """The command failed with one ``Error:`` line that holds every needle, and no traceback."""
+    assert result.exit_code != 0, result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+# -- 1. wrong or stale numbers ------------------------------------------------------------------
+
+
+def test_a_validation_run_is_stored_as_validation_and_never_on_a_test_leaderboard(fb_cli, tmp_path):
+    db = str(tmp_path / "r.sqlite3")
+    val = fb_cli("run", *TINY2, "-s", "taskpool.split=validation", "--store", db, "-o", str(tmp_path / "v"), "--json")
+    test = fb_cli("run", *TINY2, "--store", db, "-o", str(tmp_path / "t"), "--json")
+    assert val.exit_code == 0 and test.exit_code == 0, (val.stderr, test.stderr)
+    val_score, test_score = val.json["average"]["accuracy"], test.json["average"]["accuracy"]
+    assert val_score != test_score  # otherwise the test could not tell them apart
+
+    rows = {r["taskpool"].get("split", "test"): r for r in fb_cli("results", "--store", db, "--json").json}
+    assert rows["validation"]["split"] == "validation"
+    assert rows["validation"]["validation_accuracy"] == pytest.approx(val_score)
+    assert rows["validation"]["test_accuracy"] is None
+    assert rows["test"]["split"] == "test" and rows["test"]["test_accuracy"] == pytest.approx(test_score)
+    assert rows["validation"]["key"] != rows["test"]["key"]
+    shown = fb_cli("results", "show", str(rows["validation"]["id"]), "--store", db, "--json").json
+    assert set(shown["metrics"]) == {"validation"}
+
+    table = fb_cli("table", "--store", db, "--select-on", "test", "--json")
+    assert table.exit_code == 0, table.stderr
+    (row,) = [r for r in table.json if r["method"] == "task_arithmetic"]
+    assert row["average"]["mean"] == pytest.approx(test_score) and row["runs"] == [rows["test"]["id"]]
+
+
+def test_a_store_that_recorded_a_validation_run_as_test_is_migrated(tmp_path):
+    """Schema 1 stores hold `fb run -s taskpool.split=validation` runs under the test split: moved on open."""
+    path = tmp_path / "old.sqlite3"
+    with open_store(path) as store:
+        report = {"method": "ta", "hyperparameters": {}, "modelpool": {"name": "toy"},
+                  "taskpool": {"name": "toy", "split": "validation"}, "tasks": {"a": {"accuracy": 0.25}},
+                  "average": {"accuracy": 0.25}, "cost": {}, "seed": 0, "versions": {}, "split": "validation"}
+        store.add("k-val", report)
+        test_report = {**report, "taskpool": {"name": "toy"}, "split": "test", "tasks": {"a": {"accuracy": 0.75}},
+                       "average": {"accuracy": 0.75}}
+        store.add("k-test", test_report)
+    # What schema 1 wrote for the first run: split 'test', the validation score as the test accuracy.
+    con = sqlite3.connect(path)
+    con.execute("UPDATE runs SET split = 'test', test_accuracy = validation_accuracy, validation_accuracy = NULL "
+                "WHERE cell_key = 'k-val'")
+    con.execute("UPDATE metrics SET split = 'test' WHERE run_id = (SELECT id FROM runs WHERE cell_key = 'k-val')")
+    con.execute("UPDATE schema_version SET version = 1")
+    con.commit()
+    con.close()
+    with open_store(path) as store:
+        runs = {r["key"]: r for r in store.runs()}
+        assert runs["k-val"]["split"] == "validation" and runs["k-val"]["test_accuracy"] is None
+        assert runs["k-val"]["validation_accuracy"] == pytest.approx(0.25)
+        assert store.metrics([runs["k-val"]["id"]])[runs["k-val"]["id"]] == {"validation": {"a": {"accuracy": 0.25}}}
+        assert runs["k-test"]["test_accuracy"] == pytest.approx(0.75)  # untouched
+        assert store.metrics([runs["k-test"]["id"]])[runs["k-test"]["id"]] == {"test": {"a": {"accuracy": 0.75}}}
+
+
+SWEEP_OK = "methods: {task_arithmetic: {scaling_factor: [0.3, 0.5]}}\nseeds: [0]\nsuites: [tiny]\n"
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("methods: {task_arithmetic: {scaling_factor: [0.3, 0.3]}}\nsuites: [tiny]\n",
+     ("task_arithmetic.scaling_factor", "0.3", "twice")),
+    ("methods: {task_arithmetic: {scaling_factor: [0.3, '0.3']}}\nsuites: [tiny]\n",
+     ("task_arithmetic", "scaling_factor=0.3", "twice")),
+    ("methods: {task_arithmetic: {}}\nseeds: [0.5, 1.5]\nsuites: [tiny]\n", ("seeds", "0.5", "integer")),
+    ("methods: {task_arithmetic: {}}\nseeds: [0, true]\nsuites: [tiny]\n", ("seeds", "True", "integer")),
+    ("methods: {task_arithmetic: {}}\nseeds: ['1']\nsuites: [tiny]\n", ("seeds", "'1'", "integer")),
+    ("methods: {task_arithmetic: {}}\nseeds: [0, 0]\nsuites: [tiny]\n", ("seeds", "0", "twice")),
+    ("methods: {task_arithmetic: {}}\nsuites: [tiny]\nreference: maybe\n", ("reference", "true or false")),
+    ("methods: {task_arithmetic: {}}\nsuites: [tiny]\nname: [a, b]\n", ("'name'", "text")),
+    ("methods: {task_arithmetic: {}}\nsuites: [tiny]\nselect_on: [test]\n", ("select_on",)),
+    ("methods: {task_arithmetic: {}}\nsuites: [tinny]\n", ("unknown model pool 'tinny'", "Did you mean: tiny")),
+    ("methods: {task_arithmetic: {}}\nsuites: [{modelpool: tiny, taskpool: tinyy}]\n",
+     ("unknown task pool 'tinyy'",)),
+    ("methods: {task_arithmetic: {}}\nsuites: [tiny, tiny]\n", ("suite 'tiny'", "twice")),
+    ("methods: {task_arithmetic: {}, task_arithmetic: {scaling_factor: 0.5}}\nsuites: [tiny]\n",
+     ("'task_arithmetic'", "twice")),
+    ("methods: {task_arithmetc: {}}\nsuites: [tiny]\n", ("unknown method 'task_arithmetc'",)),
+    ("methods: {task_arithmetic: {scaling_factor: [0.3, abc]}}\nsuites: [tiny]\n", ("scaling_factor", "abc")),
+    ("methods: {task_arithmetic: {scaling_factor: {a: 1}}}\nsuites: [tiny]\n", ("scaling_factor",)),
+])
+def test_a_bad_sweep_file_is_one_line_and_creates_no_store(fb_cli, tmp_path, text, needles):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text)
+    db = tmp_path / "new" / "r.sqlite3"
+    out = fb_cli("sweep", str(spec), "--store", str(db))
+    one_line_error(out, *needles)
+    assert not db.exists() and not db.parent.exists()
+
+
+def test_a_good_sweep_file_plans_two_cells(fb_cli, tmp_path):
+    spec = tmp_path / "ok.yaml"
+    spec.write_text(SWEEP_OK)
+    out = fb_cli("sweep", str(spec), "--store", str(tmp_path / "r.sqlite3"), "--dry-run", "--json")
+    assert out.exit_code == 0, out.stderr
+    assert [r["hyperparameters"].get("scaling_factor") for r in out.json if r["kind"] == "fused"] == [0.3, 0.5]
+
+
+def _toy_report(method, lam, seed, test, val=None):
+    def split(value):
+        return {"tasks": {"a": {"accuracy": value}}, "average": {"accuracy": value}}
+
+    splits = {"test": split(test)}
+    if val is not None:
+        splits["validation"] = split(val)
+    return {"method": method, "hyperparameters": {} if lam is None else {"scaling_factor": lam},
+            "modelpool": {"name": "toy"}, "taskpool": {"name": "toy"}, "tasks": split(test)["tasks"],
+            "average": split(test)["average"], "cost": {"wall_s": 0.5}, "seed": seed, "versions": {},
+            "split": "test", "splits": splits}
+
+
+def test_table_with_an_unknown_method_is_one_line_with_did_you_mean(fb_cli, tmp_path):
+    db = tmp_path / "r.sqlite3"
+    with open_store(db) as store:
+        store.add("a", _toy_report("ties", 0.3, 0, 0.5, 0.5))
+        store.add("b", _toy_report("task_arithmetic", 0.3, 0, 0.4, 0.4))
+    one_line_error(fb_cli("table", "--store", str(db), "-m", "tie"), "'tie'", "Did you mean: ties")
+    one_line_error(fb_cli("table", "--store", str(db), "-m", "ties", "-m", "weird_method"), "'weird_method'")
+    ok = fb_cli("table", "--store", str(db), "-m", "ties", "--json")
+    assert ok.exit_code == 0 and [r["method"] for r in ok.json] == ["ties"]
+
+
+def test_input_fingerprints_follow_the_bytes_not_paths_or_times(tmp_path, monkeypatch):
+    import hashlib
+    import os
+    import shutil
+
+    from fusionbench_core.experiments import fingerprint as fp
+
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fp, "_memo", None)
+    roots = tmp_path / "a", tmp_path / "b"
+    model = roots[0] / "owner" / "expert"
+    model.mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"\x01" * 1000)
+    (model / "config.json").write_text('{"hidden": 4}')
+    monkeypatch.setenv("FUSIONBENCH_MODEL_ROOT", str(roots[0]))
+    first = fp.inputs_fingerprint(models=["owner/expert"])
+    # By hand: each file's relative path and SHA-256, sorted by path; then the list of inputs.
+    files = "".join(f"{name}\0{hashlib.sha256((model / name).read_bytes()).hexdigest()}\n"
+                    for name in ("config.json", "model.safetensors"))
+    tree = hashlib.sha256(files.encode()).hexdigest()
+    assert fp.resolve_input("owner/expert") == {"local": tree}
+    assert first == hashlib.sha256(json.dumps([["model", "owner/expert", {"local": tree}]]).encode()).hexdigest()
+    # The memo holds each file's digest under its path, size, time and inode.
+    memo = json.loads((tmp_path / "cache" / "fingerprints.json").read_text())
+    assert memo[str((model / "config.json").resolve())]["sha256"] == hashlib.sha256(b'{"hidden": 4}').hexdigest()
+
+    # Another machine: the same bytes under another root, other modification times.
+    shutil.copytree(roots[0], roots[1])
+    os.utime(roots[1] / "owner" / "expert" / "model.safetensors", (1, 1))
+    monkeypatch.setenv("FUSIONBENCH_MODEL_ROOT", str(roots[1]))
+    assert fp.inputs_fingerprint(models=["owner/expert"]) == first
+    # Other weights under the same id (same size): another fingerprint.
+    (roots[1] / "owner" / "expert" / "model.safetensors").write_bytes(b"\x02" * 1000)
+    changed = fp.inputs_fingerprint(models=["owner/expert"])
+    assert changed != first
+    # A stale memo entry is not trusted: same size, mtime put back, but the inode or time stamp differs.
+    os.utime(roots[1] / "owner" / "expert" / "model.safetensors", (1, 1))
+    assert fp.inputs_fingerprint(models=["owner/expert"]) == changed
+
+    # Not local: the revision the Hugging Face hub cache resolved; else 'unresolved'.
+    monkeypatch.setenv("FUSIONBENCH_MODEL_ROOT", str(tmp_path / "empty"))
+    hub = tmp_path / "hf"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    assert fp.resolve_input("owner/expert") == {"unresolved": "owner/expert"}
+    (hub / "models--owner--expert" / "refs").mkdir(parents=True)
+    (hub / "models--owner--expert" / "refs" / "main").write_text("0123abcd\n")
+    assert fp.resolve_input("owner/expert") == {"revision": "0123abcd"}
+    assert fp.resolve_input("owner/data", "dataset") == {"unresolved": "owner/data"}
+
+
+def test_dataset_fingerprints_hash_small_files_and_the_sizes_of_large_ones(tmp_path, monkeypatch):
+    import hashlib
+
+    from fusionbench_core.experiments import fingerprint as fp
+
+    monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fp, "_memo", None)
+    monkeypatch.setattr(fp, "SMALL_FILE", 10)
+    data = tmp_path / "data" / "glue"
+    data.mkdir(parents=True)
+    (data / "info.json").write_text("{}")
+    (data / "train.parquet").write_bytes(b"x" * 50)
+    monkeypatch.setenv("FUSIONBENCH_DATA_ROOT", str(tmp_path / "data"))
+    expected = hashlib.sha256(f"info.json\0{hashlib.sha256(b'{}').hexdigest()}\ntrain.parquet\0size:50\n"
+                              .encode()).hexdigest()
+    assert fp.resolve_input("glue", "dataset") == {"local": expected}
