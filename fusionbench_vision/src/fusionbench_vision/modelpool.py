@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 from fusionbench_core.errors import ConfigError, ModelLoadError, UnknownComponentError
+from fusionbench_core.naming import tensor_naming
 from fusionbench_core.protocols import PRETRAINED, DataRequest, Hyperparameter, TensorSource
 
-from .loading import check_clip, checkpoint_keys, from_pretrained, load_into, resolve, vision_source
+from .loading import VISION_PREFIX, check_clip, checkpoint_keys, from_pretrained, load_into, resolve, vision_source
 from .suites import CORRUPTIONS, SuiteSpec, get_suite
 from .tasks import CLASSNAME_SETS, get_task
 
@@ -115,7 +116,24 @@ class CLIPVisionModelPool:
             path = resolve(self.pretrained_id)
             check_clip(path, self.pretrained_id)
             self._pretrained = from_pretrained(CLIPVisionModel, self.pretrained_id, path).eval()
+            try:  # the naming contract (fusionbench_core.naming), checked once, before any method pairs names
+                tensor_naming(self, self._pretrained, self.tensors(PRETRAINED).keys())
+            except ConfigError:
+                self._pretrained = None
+                raise
         return self._pretrained
+
+    def module_name(self, key: str) -> str:
+        """The loaded ``CLIPVisionModel``'s name of tensor ``key``.
+
+        Tensors keep checkpoint names (``vision_model.encoder...``) under every transformers version;
+        transformers 4 nests the tower under ``vision_model`` and keeps that prefix, transformers 5
+        flattens ``CLIPVisionModel`` and drops it. Methods translate through
+        :func:`fusionbench_core.naming.tensor_naming`.
+        """
+        if hasattr(self._load_pretrained(), "vision_model"):
+            return key
+        return key.removeprefix(VISION_PREFIX)
 
     def load_model(self, name: str) -> torch.nn.Module:
         """The vision tower of model ``name`` (a private ``CLIPVisionModel``)."""
@@ -251,7 +269,10 @@ class CLIPVisionModelPool:
         classifier = self._zero_shot()
         device = next(model.parameters()).device
         head = classifier.head(get_task(task, self.classnames)).to(device)
+        projection = classifier.projection().to(device)
+        # a head built in this process comes out of inference mode, and autograd cannot save such a tensor
+        head, projection = (t.clone() if t.is_inference() else t for t in (head, projection))
         pooled = model(pixel_values=inputs.to(device)).pooler_output
-        embeds = torch.nn.functional.normalize(pooled.float() @ classifier.projection().to(device).T, dim=-1)
+        embeds = torch.nn.functional.normalize(pooled.float() @ projection.T, dim=-1)
         return embeds @ head.T
 

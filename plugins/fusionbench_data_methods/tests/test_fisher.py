@@ -59,6 +59,19 @@ def test_zero_denominator_falls_back_to_the_weighted_average():
     torch.testing.assert_close(merged["w"][0, 0], expected)
 
 
+def test_fishers_that_do_not_name_the_models_tensors_are_an_error_not_an_average():
+    import pytest
+    from fusionbench_core.errors import ConfigError
+
+    renamed = [{"prefix." + k: v for k, v in F.items()} for _ in range(3)]
+    with pytest.raises(ConfigError, match="'prefix.w'"):
+        _merge(renamed)
+    with pytest.raises(ConfigError, match="'b' has a Fisher in some models but not in model 1"):
+        _merge([F, {"w": F["w"]}, F])
+    buffers_only = _merge([{"w": F["w"]}] * 3)  # a tensor in no Fisher (a buffer) is averaged
+    torch.testing.assert_close(buffers_only["b"], sum(t["b"] for t in THETAS) / 3)
+
+
 def test_normalize_equalises_the_models_fisher_scales():
     merged = _merge([{k: c * v for k, v in F.items()} for c in (1.0, 10.0, 100.0)], normalize=True)
     for key in ("w", "b"):

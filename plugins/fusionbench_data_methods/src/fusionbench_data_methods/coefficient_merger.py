@@ -5,8 +5,15 @@ minimisation.
 (layer-wise). The merged parameters are computed functionally from the pretrained weights and the
 stacked task vectors and fed to one backbone through :func:`torch.func.functional_call`, so the only
 trainable tensor is λ and no per-task copy of the model is ever built. Each step takes one batch of
-unlabelled test inputs per task, minimises the sum over tasks of the mean prediction entropy with
-Adam, then clamps λ to [0, 1] as in the paper.
+unlabelled test inputs per task and minimises the sum over tasks of the mean prediction entropy with
+Adam. How λ is kept in [0, 1] is :data:`CLAMPS`' choice: ``forward`` clamps it where θ(λ) is formed
+(the paper's released code, and upstream's ``clamp_weights=true``: ``torch.clamp``, whose gradient is
+0 outside [0, 1], so an entry that leaves stops moving and acts at the bound), ``project`` sets λ back
+into [0, 1] after every Adam step (it keeps a gradient at the bounds), ``none`` leaves it free
+(upstream's CLIP default, ``clamp_weights=false``). All three agree while λ stays inside [0, 1].
+
+The backbone's parameter names and the pool's tensor names are paired through
+:func:`fusionbench_core.naming.tensor_naming`.
 """
 
 from __future__ import annotations
@@ -20,9 +27,13 @@ from torch.func import functional_call
 
 from fusionbench_core import PRETRAINED, DataRequest
 from fusionbench_core.errors import ConfigError
+from fusionbench_core.naming import tensor_naming
 from fusionbench_core.progress import track
 
 from .data_access import CostMeter, batch_length, check_differentiable, move_to
+
+CLAMPS = ("forward", "project", "none")
+"""How λ is kept in [0, 1]: clamped where θ(λ) is formed, projected after each step, or not at all."""
 
 
 class CoefficientMerger(nn.Module):
@@ -33,8 +44,11 @@ class CoefficientMerger(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, task_vectors: dict[str, torch.Tensor], tasks: int, layer_wise: bool,
-                 init: float):
+                 init: float, clamp: str = "forward"):
         super().__init__()
+        if clamp not in CLAMPS:
+            raise ConfigError(f"unknown λ clamp '{clamp}'; choose one of {', '.join(CLAMPS)}")
+        self.clamp = clamp
         backbone.requires_grad_(False)
         self.__dict__["backbone"] = backbone  # not a submodule: its parameters are never trained
         self.keys = list(task_vectors)
@@ -44,16 +58,23 @@ class CoefficientMerger(nn.Module):
         dtype = next(iter(task_vectors.values())).dtype
         self.coefficients = nn.Parameter(torch.full(shape, float(init), dtype=dtype, device=self._device()))
         self.layer_wise = layer_wise
+        self.tensor_keys = {key: key for key in self.keys}
+        """Merged parameter's name → the pool's tensor name (set by :func:`build_merger`)."""
         self._cached: dict[str, torch.Tensor] | None = None
 
     def _device(self) -> torch.device:
         return next(iter(self.task_vectors.values())).device
 
+    def effective_coefficients(self) -> torch.Tensor:
+        """The λ that θ(λ) uses: the stored λ clamped to [0, 1] (``clamp=forward``), else the stored λ."""
+        return self.coefficients.clamp(0.0, 1.0) if self.clamp == "forward" else self.coefficients
+
     def merged_parameters(self) -> dict[str, torch.Tensor]:
         """``θ₀ + Σ_i λ_i τ_i`` for every merged parameter (differentiable in λ)."""
         merged = {}
+        coefficients = self.effective_coefficients()
         for index, key in enumerate(self.keys):
-            lam = self.coefficients[:, index if self.layer_wise else 0]
+            lam = coefficients[:, index if self.layer_wise else 0]
             vectors = self.task_vectors[key]
             merged[key] = self.base[key] + torch.tensordot(lam, vectors, dims=1)
         return merged
@@ -78,10 +99,11 @@ class CoefficientMerger(nn.Module):
         """Forget the parameters fixed by :meth:`freeze_step` (later calls recompute θ(λ))."""
         self._cached = None
 
-    def clamp_(self, low: float = 0.0, high: float = 1.0) -> None:
-        """Clamp λ in place (after each optimiser step)."""
-        with torch.no_grad():
-            self.coefficients.clamp_(low, high)
+    def after_step(self) -> None:
+        """After each optimiser step: with ``clamp=project``, set λ back into [0, 1]."""
+        if self.clamp == "project":
+            with torch.no_grad():
+                self.coefficients.clamp_(0.0, 1.0)
 
 
 def _first_device(obj: Any) -> torch.device | None:
@@ -112,21 +134,34 @@ def cycle_batches(modelpool: Any, task: str, request: DataRequest, batch_size: i
 
 
 
-def build_merger(pool: Any, device: torch.device, layer_wise: bool, init: float) -> tuple[CoefficientMerger, list[str]]:
-    """The pretrained backbone on ``device`` with the stacked task vectors of its floating parameters."""
+def build_merger(pool: Any, device: torch.device, layer_wise: bool, init: float,
+                 clamp: str = "forward") -> tuple[CoefficientMerger, list[str]]:
+    """The pretrained backbone on ``device`` with the stacked task vectors of its floating parameters.
+
+    The merger's ``tensor_keys`` maps each merged parameter's name to the pool's tensor name.
+    """
+    from fusionbench_core.protocols import check_same_keys
+
     names = list(pool.model_names)
     backbone = pool.load_model(PRETRAINED).to(device)
     backbone.eval()
+    base_source = pool.tensors(PRETRAINED)
     sources = [pool.tensors(name) for name in names]
+    keys = check_same_keys(dict(zip([PRETRAINED, *names], [base_source, *sources], strict=True)))
+    naming = tensor_naming(pool, backbone, keys)
     vectors: dict[str, torch.Tensor] = {}
-    for key, param in backbone.named_parameters():
+    tensor_keys: dict[str, str] = {}
+    for name, param in backbone.named_parameters():
         if not param.is_floating_point():
             continue
         base = param.detach()
-        vectors[key] = torch.stack([source.get(key).to(device=device, dtype=base.dtype) - base for source in sources])
+        key = tensor_keys[name] = naming.key(name)
+        vectors[name] = torch.stack([source.get(key).to(device=device, dtype=base.dtype) - base for source in sources])
     if not vectors:
         raise ConfigError(f"model pool '{pool.name}': the pretrained model has no floating parameters")
-    return CoefficientMerger(backbone, vectors, len(names), layer_wise, init), names
+    merger = CoefficientMerger(backbone, vectors, len(names), layer_wise, init, clamp)
+    merger.tensor_keys = tensor_keys
+    return merger, names
 
 
 def minimise_entropy(pool: Any, model: Any, parameters: list[torch.Tensor], tasks: list[str], request: DataRequest, *,
@@ -171,17 +206,20 @@ def minimise_entropy(pool: Any, model: Any, parameters: list[torch.Tensor], task
 
 def learn_coefficients(pool: Any, merger: CoefficientMerger, tasks: list[str], request: DataRequest, *, steps: int,
                        lr: float, batch_size: int, meter: CostMeter, method: str) -> None:
-    """``steps`` Adam steps on the summed per-task mean entropy, λ clamped to [0, 1] after each; counts passes."""
+    """``steps`` Adam steps on the summed per-task mean entropy, λ kept in [0, 1] as ``merger.clamp`` says;
+    counts passes."""
     minimise_entropy(pool, merger, [merger.coefficients], tasks, request, steps=steps, lr=lr, batch_size=batch_size,
                      meter=meter, method=method, description=f"{method}: entropy minimisation",
-                     before_step=merger.freeze_step, after_step=merger.clamp_)
+                     before_step=merger.freeze_step, after_step=merger.after_step)
     merger.release_step()
 
 
 def final_state(pool: Any, merger: CoefficientMerger, init: float) -> dict[str, torch.Tensor]:
-    """θ(λ) for every parameter; floating buffers get task arithmetic at the initial λ; the rest is θ₀'s."""
+    """θ(λ) for every parameter (by the pool's tensor names); floating buffers get task arithmetic at the
+    initial λ; the rest is θ₀'s."""
     with torch.no_grad():
-        merged = {key: value.detach().cpu() for key, value in merger.merged_parameters().items()}
+        merged = {merger.tensor_keys[name]: value.detach().cpu()
+                  for name, value in merger.merged_parameters().items()}
     base = pool.tensors(PRETRAINED)
     sources = [pool.tensors(name) for name in pool.model_names]
     state = {}

@@ -8,7 +8,8 @@ from .adamerging_base import AdaMergingBase
 
 
 class LayerWiseAdaMerging(AdaMergingBase):
-    """θ^l = θ₀^l + Σ_i λ_i^l τ_i^l with one λ_i^l ∈ [0, 1] per task and parameter tensor, initialised at 0.3.
+    """θ^l = θ₀^l + Σ_i λ_i^l τ_i^l with one λ_i^l per task and parameter tensor (in [0, 1] unless
+    ``clamp=none``), initialised at 0.3.
 
     Needs the pretrained model and unlabelled test inputs of every task; see :class:`AdaMergingBase`.
     """

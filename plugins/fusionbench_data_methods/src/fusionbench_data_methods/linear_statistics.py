@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from fusionbench_core.errors import ConfigError
+from fusionbench_core.naming import TensorNaming, tensor_naming
 from fusionbench_core.progress import track
 from fusionbench_core.protocols import check_same_keys
 
@@ -100,10 +101,22 @@ def draw_batches(modelpool: Any, task: str, request: Any, batch_size: int) -> li
     return list(modelpool.batches(task, request, batch_size=batch_size))
 
 
-def model_grams(modelpool: Any, name: str, batches: list[tuple[Any, Any]], meter: CostMeter,
-                cache: StatisticsCache, *, settings: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
-    """Gram matrices of every linear layer of model ``name`` over ``batches`` of its task (cached).
+def weight_layers(model: nn.Module, naming: TensorNaming) -> dict[str, list[str]]:
+    """The pool's key of every linear layer's weight → the layers using it (several when the weight is tied)."""
+    uses: dict[str, list[str]] = {}
+    for layer in linear_layers(model):
+        uses.setdefault(naming.key(weight_key(layer)), []).append(layer)
+    return uses
 
+
+def model_grams(modelpool: Any, name: str, keys: Sequence[str], batches: list[tuple[Any, Any]], meter: CostMeter,
+                cache: StatisticsCache, *, settings: Mapping[str, Any]) -> Mapping[str, torch.Tensor]:
+    """Gram matrices of model ``name``'s linear-layer inputs over ``batches`` of its task (cached), by weight key.
+
+    Each Gram is stored under the pool's key of the layer's weight (``keys``, translated through
+    :func:`fusionbench_core.naming.tensor_naming`), so cached statistics do not depend on how a
+    library version names the loaded module; a weight tied between layers gets the sum of their
+    Grams (its regression objective sums over them). Layers that never ran are left out.
     Forward passes go through ``modelpool.logits(name, model, inputs)``, so the pool decides how its
     backbone consumes its inputs; only the backbone's own layers are hooked.
     """
@@ -114,15 +127,22 @@ def model_grams(modelpool: Any, name: str, batches: list[tuple[Any, Any]], meter
     def compute() -> dict[str, torch.Tensor]:
         model = modelpool.load_model(name)
         model.eval()
-        layers = linear_layers(model)
-        if not layers:
+        uses = weight_layers(model, tensor_naming(modelpool, model, keys))
+        if not uses:
             raise ConfigError(f"model '{name}' of pool '{modelpool.name}' has no linear layer (nn.Linear or Conv1D) "
                               "to take Grams of")
+        layers = {layer: model.get_submodule(layer) for tied in uses.values() for layer in tied}
         with GramCollector(layers) as collector, torch.no_grad():
             for inputs, _ in batches:
                 modelpool.logits(name, model, inputs)
                 meter.forward_passes += batch_length(inputs)
-        return collector.grams()
+        grams = collector.grams()
+        out = {}
+        for weight, tied in uses.items():
+            ran = [grams[layer] for layer in tied if layer in grams]
+            if ran:
+                out[weight] = sum(ran[1:], ran[0])
+        return out
 
     return cache.get_or_compute(key, compute)
 
@@ -196,36 +216,6 @@ def weight_key(layer: str) -> str:
     return f"{layer}.weight" if layer else "weight"
 
 
-def linear_weight_keys(model: nn.Module, layers: Iterable[str], keys: Iterable[str]) -> dict[str, str]:
-    """Linear layer → the pool's key of its weight tensor.
-
-    That is ``<layer>.weight``, or, for a weight tied to another module's, the name among ``keys``
-    under which the pool holds the shared tensor (e.g. a tied output head's ``shared.weight``). A layer
-    whose weight the pool holds under no name is left out.
-    """
-    names: dict[int, list[str]] = {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(param), []).append(name)
-    present = set(keys)
-    found: dict[str, str] = {}
-    for layer in layers:
-        own = weight_key(layer)
-        if own in present:
-            found[layer] = own
-            continue
-        weight = model.get_submodule(layer).weight
-        shared = next((name for name in names.get(id(weight), []) if name in present), None)
-        if shared is not None:
-            found[layer] = shared
-    return found
-
-
-def gram_layers(grams: Sequence[Mapping[str, torch.Tensor]]) -> list[str]:
-    """Linear layers that have a Gram in every model's statistics (others are merged by averaging)."""
-    shared = [name for name in grams[0]]
-    return [name for name in shared if all(name in g for g in grams[1:])]
-
-
 def merge_state(sources: Sequence[Any], keys: Sequence[str], solved: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """A merged state dict: ``solved[key](tensors)`` where given, the mean of floating tensors otherwise.
 
@@ -254,42 +244,54 @@ def merge_with_grams(algorithm: Any, modelpool: Any, solve: Any) -> nn.Module:
     ``tensors`` are the models' weights in ``(out, in)`` layout and the solution is returned in it;
     ``orient`` turns another tensor of the same key (a pretrained weight) into that layout.
     ``algorithm`` provides ``name``, ``data``, ``examples``, ``batch_size`` and ``cache``; its ``cost``
-    is filled. Model ``i``'s Grams come from the task of the same name.
+    is filled. Model ``i``'s Grams come from the task of the same name. A linear layer that ran for no
+    model (no input ever reached it) has nothing to regress on and is averaged; one that ran for some
+    models only is an error.
     """
     pool = require_data_pool(modelpool, algorithm.name)
     names = list(pool.model_names)
     meter = CostMeter()
     cache = StatisticsCache("gram", enabled=algorithm.cache)
     request = request_with(algorithm.data, examples=algorithm.examples)
-    grams = []
-    for name in track(names, f"{algorithm.name}: Gram matrices"):
-        batches = draw_batches(pool, name, request, algorithm.batch_size)
-        meter.examples += sum(batch_length(inputs) for inputs, _ in batches)
-        grams.append(model_grams(pool, name, batches, meter, cache, settings={}))
     sources = [pool.tensors(name) for name in names]
     keys = check_same_keys(dict(zip(names, sources, strict=True)))
-    layers = gram_layers(grams)
     model = pool.load_model(names[0])
-    input_major = {name for name, module in linear_layers(model).items() if is_input_major(module)}
-    owners = linear_weight_keys(model, layers, keys)
-    uses: dict[str, list[str]] = {}
-    for layer in layers:
-        if layer not in owners:
-            raise ConfigError(f"model pool '{pool.name}': linear layer '{layer}' has no tensor "
-                              f"'{weight_key(layer)}' in its weights")
-        uses.setdefault(owners[layer], []).append(layer)
+    uses = weight_layers(model, tensor_naming(pool, model, keys))
+    input_major = {layer for layer, module in linear_layers(model).items() if is_input_major(module)}
     del model
-    solved = {}
     for key, tied in uses.items():
         if len({layer in input_major for layer in tied}) > 1:
             raise ConfigError(f"model pool '{pool.name}': tensor '{key}' is tied between linear layers of "
                               f"both layouts ({', '.join(tied)})")
-        summed = [sum(g[layer] for layer in tied) for g in grams]
-        solved[key] = _layer_solver(solve, key, summed, tied[0] in input_major)
+    grams = []
+    for name in track(names, f"{algorithm.name}: Gram matrices"):
+        batches = draw_batches(pool, name, request, algorithm.batch_size)
+        meter.examples += sum(batch_length(inputs) for inputs, _ in batches)
+        grams.append(model_grams(pool, name, keys, batches, meter, cache, settings={}))
+    for stats, name in zip(grams, names, strict=True):
+        stray = next((key for key in stats if key not in uses), None)
+        if stray is not None:
+            raise ConfigError(f"model pool '{pool.name}': the Grams of model '{name}' name tensor '{stray}', "
+                              "which is no linear weight of its model")
+    solved = {}
+    unused = 0
+    for key, tied in uses.items():
+        seen = [name for name, stats in zip(names, grams, strict=True) if key in stats]
+        if not seen:
+            unused += len(tied)
+            continue
+        if len(seen) < len(names):
+            other = next(name for name in names if name not in seen)
+            raise ConfigError(f"model pool '{pool.name}': linear weight '{key}' received inputs in model "
+                              f"'{seen[0]}' but none in model '{other}'")
+        solved[key] = _layer_solver(solve, key, [stats[key] for stats in grams], tied[0] in input_major)
     state = merge_state(sources, keys, solved)
-    meter.extra.update({"statistics_cache_hits": cache.hits, "linear_layers": len(layers)})
-    if len(uses) < len(layers):
-        meter.extra["tied_linear_weights"] = len(layers) - len(uses)
+    layers = sum(len(uses[key]) for key in solved)
+    meter.extra.update({"statistics_cache_hits": cache.hits, "linear_layers": layers})
+    if unused:
+        meter.extra["linear_layers_without_inputs"] = unused
+    if len(solved) < layers:
+        meter.extra["tied_linear_weights"] = layers - len(solved)
     algorithm.cost = meter.as_dict()
     return pool.build_model(state)
 

@@ -9,10 +9,14 @@ from ._params import alpha, batch_size, examples
 
 
 class RegMeanPlusPlus(BaseAlgorithm):
-    """RegMean with cross-layer dependence: Grams of layer group ``g`` of model ``i`` come from task ``i``'s
-    training inputs run through the already merged layers below ``g`` (see :mod:`.sequential_regmean`).
+    """RegMean with cross-layer dependence: Grams of layer group ``g`` (a transformer block) of model ``i``
+    come from model ``i``'s own block ``g`` run on task ``i``'s training inputs passed through the already
+    merged layers below ``g`` (see :mod:`.sequential_regmean`); the block's other parameters (its norms)
+    are averaged once the block is merged.
 
-    The first group's Grams equal RegMean's; a single model comes back unchanged. Costs about
+    The first group's Grams equal RegMean's only when the models agree on everything before it (its
+    inputs are then the same); the embeddings are merged first, so they differ whenever the
+    embeddings do. A single model comes back unchanged. Costs about
     ``groups / 2`` forward passes per example and model (each pass stops at its group) and keeps every
     fine-tuned model in memory. Its Grams depend on ``alpha`` through the merged lower layers, so they
     are not cached. Needs no pretrained model.

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from fusionbench_core.hub import cache_dir
 from fusionbench_core.protocols import TensorSource
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 """Bumped whenever the way a statistic is computed changes, so stale files are never reused."""
 
 

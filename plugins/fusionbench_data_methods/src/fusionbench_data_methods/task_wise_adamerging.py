@@ -8,7 +8,7 @@ from .adamerging_base import AdaMergingBase
 
 
 class TaskWiseAdaMerging(AdaMergingBase):
-    """θ = θ₀ + Σ_i λ_i τ_i with one λ_i ∈ [0, 1] per task, initialised at 0.3 (task arithmetic).
+    """θ = θ₀ + Σ_i λ_i τ_i with one λ_i per task (kept in [0, 1] unless ``clamp=none``), initialised at 0.3.
 
     Needs the pretrained model and unlabelled test inputs of every task; see :class:`AdaMergingBase`.
     """
