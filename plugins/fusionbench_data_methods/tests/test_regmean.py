@@ -215,3 +215,80 @@ def test_conv1d_layers_merge_like_the_same_nn_linear_layers(tiny_modelpool, make
         expected = value.T if key in ("0.weight", "3.weight") else value
         torch.testing.assert_close(merged[key], expected, rtol=1e-9, atol=1e-10)
         assert merged[key].is_contiguous()
+
+
+class _Block(nn.Module):
+    """A LayerNorm then a linear layer: the norm runs before the block's first linear."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, width)
+
+    def forward(self, x):
+        return torch.tanh(self.fc(self.norm(x)))
+
+
+class _TwoBlocks(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.blocks = nn.ModuleList([_Block(width), _Block(width)])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def _gram(x):
+    return x.T @ x / x.shape[0]
+
+
+def _solve(grams, weights):
+    """RegMean at α = 1 in float64, written out: W* = ((Σ G_i)⁻¹ Σ G_i W_iᵀ)ᵀ."""
+    return torch.linalg.solve(sum(grams), sum(g @ w.T for g, w in zip(grams, weights))).T
+
+
+def test_regmean_plusplus_takes_each_blocks_grams_with_the_models_own_block(hand_pool):
+    width, n = 4, 30
+    gen = torch.Generator().manual_seed(3)
+    models, data = {}, {}
+    for name in ("a", "b", "c"):
+        model = _TwoBlocks(width).double()
+        with torch.no_grad():
+            for param in model.parameters():  # the norms differ between models too
+                param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float64))
+        models[name] = model
+        data[name] = (torch.randn(n, width, generator=gen, dtype=torch.float64), torch.zeros(n, dtype=torch.long))
+    merged = RegMeanPlusPlus(alpha=1.0, examples=n, batch_size=7).run(hand_pool(models, data)).state_dict()
+
+    states = [models[name].state_dict() for name in models]
+    inputs = [data[name][0] for name in models]
+
+    def mean(key):
+        return sum(s[key] for s in states) / len(states)
+
+    def block(index, fc_weight, fc_bias, norm_weight, norm_bias, x):
+        h = nn.functional.layer_norm(x, (width,), norm_weight, norm_bias)
+        return torch.tanh(h @ fc_weight.T + fc_bias)
+
+    def own_norm(index, state, x):
+        p = f"blocks.{index}.norm."
+        return nn.functional.layer_norm(x, (width,), state[p + "weight"], state[p + "bias"])
+
+    # block 0: each model's own norm on its own inputs (nothing before the block is shared)
+    w0 = _solve([_gram(own_norm(0, s, x)) for s, x in zip(states, inputs)], [s["blocks.0.fc.weight"] for s in states])
+    # block 1: the merged block 0 (RegMean weight, averaged bias and norm), then each model's own norm
+    lower = [block(0, w0, mean("blocks.0.fc.bias"), mean("blocks.0.norm.weight"), mean("blocks.0.norm.bias"), x)
+             for x in inputs]
+    w1 = _solve([_gram(own_norm(1, s, h)) for s, h in zip(states, lower)], [s["blocks.1.fc.weight"] for s in states])
+    torch.testing.assert_close(merged["blocks.0.fc.weight"], w0)
+    torch.testing.assert_close(merged["blocks.1.fc.weight"], w1)
+    for key in ("blocks.0.norm.weight", "blocks.1.norm.bias", "blocks.1.fc.bias"):
+        torch.testing.assert_close(merged[key], mean(key))
+
+    # the superseded reading (Grams after merging the block's own norm) gives other weights
+    merged_norm = [nn.functional.layer_norm(x, (width,), mean("blocks.0.norm.weight"), mean("blocks.0.norm.bias"))
+                   for x in inputs]
+    w0_old = _solve([_gram(h) for h in merged_norm], [s["blocks.0.fc.weight"] for s in states])
+    assert (w0_old - w0).abs().max() > 1e-3
