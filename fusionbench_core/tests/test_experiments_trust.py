@@ -255,3 +255,96 @@ def test_the_documented_walk_through_runs_as_written_in_a_fresh_store(fb_cli, tm
     assert [r["method"] for r in outputs["results"].json].count("ties") == 13  # 2 λ × 3 seeds × 2 suites, and fb run
     assert (tmp_path / "results.html").exists() and list((tmp_path / "figures").glob("*.png"))
     assert "tiny[n_models=4]" in (tmp_path / "results.html").read_text()
+
+
+# -- 3. the store -------------------------------------------------------------------------------
+
+READ_COMMANDS = [("table",), ("results",), ("results", "list", "--all"), ("results", "show", "1"),
+                 ("compare", "1", "2"), ("plot", "-o", "figs"), ("report", "-o", "page.html")]
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=[" ".join(c) for c in READ_COMMANDS])
+def test_read_commands_refuse_a_store_that_does_not_exist_and_create_nothing(fb_cli, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "typo" / "results.sqlite3"
+    out = fb_cli(*command, "--store", str(missing))
+    one_line_error(out, f"'{missing}'", "does not exist")
+    assert not missing.parent.exists()
+    monkeypatch.setenv("FUSIONBENCH_STORE", str(missing))  # the variable names a store as --store does
+    one_line_error(fb_cli(*command), f"'{missing}'", "does not exist")
+    assert not missing.parent.exists() and not (tmp_path / "figs").exists() and not (tmp_path / "page.html").exists()
+
+
+def test_read_commands_open_the_store_read_only(fb_cli, tmp_path):
+    import hashlib
+
+    from fusionbench_core.experiments.store import StoreError
+
+    db = tmp_path / "r.sqlite3"
+    with open_store(db) as store:
+        store.add("a" * 64, _toy_report("ties", 0.3, 0, 0.5, 0.5))
+        store.add("b" * 64, _toy_report("ties", 0.5, 0, 0.6, 0.4))
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    for command in READ_COMMANDS[:3]:
+        assert fb_cli(*command, "--store", str(db)).exit_code == 0
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    with open_store(db, readonly=True) as store:
+        assert len(store.runs()) == 2
+        with pytest.raises(StoreError, match=rf"result store '{db}': attempt to write a readonly database"):
+            store.add("c" * 64, _toy_report("ties", 0.7, 0, 0.6, 0.4))
+
+
+def test_two_processes_creating_one_new_store_at_once_both_succeed(tmp_path):
+    """Switching a new database to WAL needs a moment alone with it: the second process used to fail."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time\n"
+            "from fusionbench_core.experiments.store import ResultStore\n"
+            "start = float(sys.argv[2])\n"
+            "while time.time() < start: pass\n"
+            "store = ResultStore(sys.argv[1]); assert store.keys() == set(); store.close()\n")
+    failures = []
+    for trial in range(10):
+        path = tmp_path / f"s{trial}" / "results.sqlite3"
+        start = time.time() + 1.0
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(start)], stderr=subprocess.PIPE,
+                                  text=True) for _ in range(4)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            if proc.returncode:
+                failures.append(err.strip().splitlines()[-1])
+        with open_store(path) as store:
+            assert store.check() == "ok" and store.schema_version() > 0
+        assert sorted(p.name for p in path.parent.iterdir()) == ["results.sqlite3"]  # no temporary left
+    assert failures == []
+
+
+def test_a_full_disk_names_the_store_and_the_cause_in_one_line(fb_cli, tmp_path, monkeypatch):
+    from fusionbench_core.experiments import store as store_module
+    from fusionbench_core.experiments.store import ResultStore, StoreError
+
+    db = tmp_path / "r.sqlite3"
+    with open_store(db) as store:
+        store.db.execute("PRAGMA max_page_count = %d" % store.db.execute("PRAGMA page_count").fetchone()[0])
+        with pytest.raises(StoreError) as caught:
+            for i in range(50):
+                store.add(f"{i:064d}", _toy_report("ties", 0.3, i, 0.5, 0.5))
+    message = str(caught.value)
+    assert message.startswith(f"result store '{db}': database or disk is full") and "no space" in message
+    assert "\n" not in message
+
+    # Through fb sweep: one Error line, the store named, what was recorded stays.
+    original = ResultStore.add
+
+    def full(self, *args, **kwargs):
+        self.db.execute("PRAGMA max_page_count = %d" % self.db.execute("PRAGMA page_count").fetchone()[0])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.ResultStore, "add", full)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SWEEP_OK)
+    swept = tmp_path / "swept.sqlite3"
+    one_line_error(fb_cli("sweep", str(spec), "--store", str(swept)), f"result store '{swept}'",
+                   "database or disk is full")
