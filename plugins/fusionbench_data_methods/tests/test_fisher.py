@@ -162,3 +162,62 @@ def test_fisher_merging_through_the_cli(fb_cli, tmp_path):
     bad = fb_cli("run", "-m", "fisher_merging", "-p", "tiny", "--json", "-s", "fisher_type=gold",
                  "-o", str(tmp_path / "bad"))
     assert bad.exit_code == 1 and "fisher_type" in bad.stderr + bad.stdout
+
+
+def _upstream_statistic(model, x, batch):
+    """Upstream's batched term by hand: per batch, g_b = √p_b − p_b·Σ_c √p_bc is ∂(Σ_c √p_bc log p_bc)/∂z_b;
+    the squared batch gradients of W (Σ_b g_b x_bᵀ) and b (Σ_b g_b), summed, over the number of examples."""
+    with torch.no_grad():
+        p = torch.softmax(model(x), -1)
+    g = p.sqrt() - p * p.sqrt().sum(-1, keepdim=True)
+    fw, fb = torch.zeros_like(model.weight), torch.zeros_like(model.bias)
+    for start in range(0, len(x), batch):
+        gb, xb = g[start:start + batch], x[start:start + batch]
+        fw += (gb.T @ xb) ** 2
+        fb += gb.sum(0) ** 2
+    return {"weight": fw / len(x), "bias": fb / len(x)}
+
+
+def test_upstream_statistic_with_normalize_and_floor_matches_the_hand_computed_merge(hand_pool):
+    pool = _softmax_regression_pool(hand_pool)
+    examples, batch, eps = 20, 5, 1e-6
+    method = FisherMerging(fisher_statistic="upstream", batch_size=batch, normalize=True, min_fisher=eps,
+                           examples=examples, cache=False)
+    merged = method.run(pool).state_dict()
+    assert method.cost["backward_passes"] == 2 * examples
+    fishers = {name: _upstream_statistic(pool.models[name], pool.data[name][0][:examples], batch)
+               for name in pool.models}
+    from fusionbench_data_methods.data_access import CostMeter
+    from fusionbench_data_methods.fisher_statistics import diagonal_fisher
+
+    from fusionbench_core import DataRequest
+
+    batches = list(pool.batches("a", DataRequest(split="train", examples=examples, labelled=False), batch_size=batch))
+    computed = diagonal_fisher(pool, "a", batches, empirical=True, seed=0, meter=CostMeter(), method="t",
+                               statistic="upstream")
+    for key in ("weight", "bias"):
+        torch.testing.assert_close(computed[key], fishers["a"][key])
+    # upstream: weights 1/(‖F_i‖ + ε), every entry F + ε
+    scale = {name: 1.0 / (torch.sqrt(sum(f.square().sum() for f in fisher.values())) + eps)
+             for name, fisher in fishers.items()}
+    for key in ("weight", "bias"):
+        num = sum(scale[n] * (fishers[n][key] + eps) * pool.models[n].state_dict()[key] for n in pool.models)
+        den = sum(scale[n] * (fishers[n][key] + eps) for n in pool.models)
+        torch.testing.assert_close(merged[key], num / den)
+    exact = FisherMerging(examples=examples, cache=False).run(pool).state_dict()
+    assert not torch.allclose(exact["weight"], merged["weight"])
+
+
+def test_the_floor_keeps_parameters_no_example_moves_finite_and_averaged():
+    zero = {k: torch.zeros_like(v) for k, v in F.items()}
+    merged = _merge([zero, zero, zero], weights=(1.0, 1.0, 2.0), min_fisher=1e-6)
+    expected = (THETAS[0]["w"] + THETAS[1]["w"] + 2 * THETAS[2]["w"]) / 4
+    torch.testing.assert_close(merged["w"], expected)
+
+
+def test_upstream_statistic_takes_no_sampled_labels():
+    import pytest
+    from fusionbench_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fisher_type=true"):
+        FisherMerging(fisher_statistic="upstream", fisher_type="true")
