@@ -91,3 +91,74 @@ def test_same_seed_same_bytes(tiny_modelpool):
     a = LayerWiseAdaMerging(steps=10, lr=1e-2, device="cpu").run(tiny_modelpool()).state_dict()
     b = LayerWiseAdaMerging(steps=10, lr=1e-2, device="cpu").run(tiny_modelpool()).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _sharpening_pool(hand_pool):
+    """θ₀ = 0 and two aligned task vectors: logits (λ₁ + 2λ₂)·Wx, so entropy falls as λ grows past 1."""
+    from torch import nn
+
+    gen = torch.Generator().manual_seed(5)
+    weight = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    pretrained = nn.Linear(3, 4).double()
+    with torch.no_grad():
+        pretrained.weight.zero_()
+        pretrained.bias.zero_()
+    models, data = {}, {}
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        model = nn.Linear(3, 4).double()
+        with torch.no_grad():
+            model.weight.copy_(scale * weight)
+            model.bias.zero_()
+        models[name] = model
+        data[name] = (torch.randn(8, 3, generator=gen, dtype=torch.float64), torch.zeros(8, dtype=torch.long))
+    return hand_pool(models, data, pretrained=pretrained), weight
+
+
+def _reference_lambdas(pool, weight, clamp, steps, lr):
+    """Task-wise AdaMerging written out: Adam on λ, loss Σ_tasks mean entropy of x (λ₁W + 2λ₂W)ᵀ."""
+    lam = torch.nn.Parameter(torch.full((2,), 0.3, dtype=torch.float64))
+    optimiser = torch.optim.Adam([lam], lr=lr)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        used = lam.clamp(0.0, 1.0) if clamp == "forward" else lam
+        merged = used[0] * weight + used[1] * 2.0 * weight
+        loss = sum(entropy(pool.data[t][0] @ merged.T).mean() for t in ("a", "b"))
+        loss.backward()
+        optimiser.step()
+        if clamp == "project":
+            with torch.no_grad():
+                lam.clamp_(0.0, 1.0)
+    with torch.no_grad():
+        return (lam.clamp(0.0, 1.0) if clamp == "forward" else lam).clone()
+
+
+@pytest.mark.parametrize("clamp", ["none", "project", "forward"])
+def test_lambda_leaving_the_unit_interval_under_each_clamp(clamp, hand_pool):
+    pool, weight = _sharpening_pool(hand_pool)
+    steps, lr = 40, 0.1
+    method = TaskWiseAdaMerging(steps=steps, lr=lr, batch_size=8, clamp=clamp, device="cpu")
+    state = method.run(pool).state_dict()
+    lam = method.coefficients.reshape(-1)
+    expected = _reference_lambdas(pool, weight, clamp, steps, lr)
+    torch.testing.assert_close(lam, expected)
+    if clamp == "none":
+        assert lam.max() > 1.2  # left [0, 1] and kept going
+    else:
+        assert lam.max() == 1.0
+    torch.testing.assert_close(state["weight"], lam[0] * weight + lam[1] * 2.0 * weight)
+
+
+def test_forward_clamp_stops_the_gradient_outside_the_interval_and_projection_does_not(hand_pool):
+    pool, _ = _sharpening_pool(hand_pool)
+    request = DataRequest(split="test", examples=None, labelled=False)
+    grads = {}
+    for clamp in ("forward", "project", "none"):
+        merger, tasks = build_merger(pool, torch.device("cpu"), layer_wise=False, init=0.3, clamp=clamp)
+        with torch.no_grad():
+            merger.coefficients.copy_(torch.tensor([[1.5], [0.5]], dtype=torch.float64))
+        loss = sum(entropy(pool.logits(t, merger, next(pool.batches(t, request, batch_size=8))[0])).mean()
+                   for t in tasks)
+        loss.backward()
+        grads[clamp] = merger.coefficients.grad.reshape(-1)
+    assert grads["forward"][0] == 0 and grads["forward"][1] != 0
+    assert grads["none"][0] != 0 and torch.equal(grads["project"], grads["none"])
