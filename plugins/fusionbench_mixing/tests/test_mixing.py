@@ -77,6 +77,23 @@ def test_rankone_moe_with_a_constant_router_and_full_rank_is_task_arithmetic(tin
     exact(fused(inputs()), TaskArithmetic(scaling_factor=0.3).run(pool)(inputs()))
 
 
+def test_rankone_moe_defaults_follow_upstream_rank_and_one_layer_router(tiny_modelpool):
+    method = RankOneMoE(steps=0, device="cpu")
+    assert method.rank == 32 and method.router_hidden == 0  # upstream: rank_k 32, router_hidden_layers 1
+    fused = method.run(tiny_modelpool())
+    router = fused.get_submodule("3").router  # Linear 16→16: rank capped at 16 per task
+    assert [type(layer).__name__ for layer in router.net] == ["Linear"] and router.net[0].out_features == 3 * 16
+    deeper = RankOneMoE(steps=0, rank=2, router_hidden=5, device="cpu").run(tiny_modelpool())
+    assert [type(layer).__name__ for layer in deeper.get_submodule("3").router.net] == ["Linear", "ReLU", "Linear"]
+    assert deeper.get_submodule("3").router.net[0].out_features == 5
+
+
+@pytest.mark.parametrize("cls", [WeightEnsemblingMoE, SparseWeightEnsemblingMoE, RankOneMoE])
+def test_router_training_defaults_are_upstreams_protocol(cls):
+    method = cls()
+    assert (method.steps, method.lr, method.batch_size, method.init_lambda) == (1000, 1e-4, 16, 0.3)
+
+
 def test_sparse_wemoe_keeps_the_largest_quarter_of_each_task_vector(tiny_modelpool):
     pool = tiny_modelpool()
     fused = SparseWeightEnsemblingMoE(sparsity=0.75, steps=0, device="cpu").run(pool)

@@ -12,10 +12,12 @@ class RankOneMoE(MixingAlgorithm):
     """Each up-scaled MLP's matrices become ``W₀ + Σ_j r_j(x) σ_j u_j v_jᵀ`` over ``T·rank`` rank-one experts.
 
     For every 2-D parameter of an up-scaled MLP and every task ``i``, the top ``rank`` singular triplets of
-    ``τ_i = U S Vᵀ`` are the experts (task-major order). A router on the hidden states entering the MLP
-    (as WEMoE's) gives one weight per expert, of which the ``top_k`` largest are used (0: all); with the
-    output bias at ``init_lambda`` and ``router_init_std=0`` the MLP starts at task arithmetic over the
-    rank-``rank`` truncated task vectors. The MLP's other parameters (biases, norms) and everything
+    ``τ_i = U S Vᵀ`` are the experts (task-major order); ``rank`` is 32 as upstream's ``rank_k``. A router on
+    the hidden states entering the MLP gives one weight per expert, of which the ``top_k`` largest are
+    used (0: all). As upstream's (``router_hidden_layers: 1``), the router is one linear layer by
+    default (``router_hidden=0``); a positive ``router_hidden`` gives WEMoE's two layers with a ReLU.
+    With the output bias at ``init_lambda`` and ``router_init_std=0`` the MLP starts at task arithmetic
+    over the rank-``rank`` truncated task vectors. The MLP's other parameters (biases, norms) and everything
     outside the MLPs are merged by task arithmetic (``scaling_factor``). The routers alone are trained by
     test-time entropy minimisation.
     """
@@ -24,11 +26,12 @@ class RankOneMoE(MixingAlgorithm):
     requirement = Requirement.TEST_TIME
     data = DataRequest(split="test", examples=None, labelled=False)
     hyperparameters = (
-        Hyperparameter("rank", int, 4, "Rank-one experts per task and matrix (the top singular triplets)", minimum=1),
+        Hyperparameter("rank", int, 32, "Rank-one experts per task and matrix (the top singular triplets; "
+                       "upstream: 32)", minimum=1),
         Hyperparameter("top_k", int, 0, "Experts used per example (0: all)", minimum=0),
         SCALING_FACTOR,
         upscaled_mlps(),
-        *router_training(steps=100),
+        *router_training(router_hidden=0, router_help="default 0, upstream's one-layer router"),
     )
 
     def run(self, modelpool):
