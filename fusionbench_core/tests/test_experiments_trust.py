@@ -118,6 +118,7 @@ def test_a_good_sweep_file_plans_two_cells(fb_cli, tmp_path):
     out = fb_cli("sweep", str(spec), "--store", str(tmp_path / "r.sqlite3"), "--dry-run", "--json")
     assert out.exit_code == 0, out.stderr
     assert [r["hyperparameters"].get("scaling_factor") for r in out.json if r["kind"] == "fused"] == [0.3, 0.5]
+    assert {r["status"] for r in out.json} == {"left"} and not (tmp_path / "r.sqlite3").exists()  # a plan creates none
 
 
 def _toy_report(method, lam, seed, test, val=None):

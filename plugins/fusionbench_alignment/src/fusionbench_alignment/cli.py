@@ -28,9 +28,10 @@ ALIGNERS = ("weight_matching", "activation_matching", "ot_fusion")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the alignment and the curve.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Directory for connect.json and connect.png. Default: fb-runs/connect-<pool>-<A>-<B>.")
+@click.option("--overwrite", is_flag=True, help="Replace connect.json and connect.png already in the directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result.")
 def connect_command(model_a, model_b, modelpool, task, settings, align, curve, curve_steps, curve_lr, points, examples, seed,
-                    output, as_json):
+                    output, overwrite, as_json):
     """Loss and accuracy along the linear path between two models, and the loss and error barriers.
 
     A and B are model names of the pool or checkpoint paths (a directory with model.safetensors, or
@@ -65,21 +66,33 @@ def connect_command(model_a, model_b, modelpool, task, settings, align, curve, c
     elif parsed["method"]:
         raise ConfigError(f"'{next(iter(parsed['method']))}': hyperparameters need --align (pool options: modelpool.KEY=…)")
     task = task or default_task(pool)
+    name = f"connect-{modelpool}" if model_a is None else f"connect-{modelpool}-{Path(model_a).name}-{Path(model_b).name}"
+    out = output or Path("fb-runs") / name
+    check_outputs(out, overwrite=overwrite)  # before the paths are computed
     if model_a is None:
         result = pairwise_matrix(pool, task, points=points, examples=examples, aligner=aligner)
-        name = f"connect-{modelpool}"
     else:
         result = connect_pair(pool, model_a, model_b, task, points=points, examples=examples, aligner=aligner,
                               curve=curve, curve_steps=curve_steps, curve_lr=curve_lr, seed=seed)
-        name = f"connect-{modelpool}-{Path(model_a).name}-{Path(model_b).name}"
     result["modelpool"] = {"name": modelpool, **parsed["modelpool"]}
-    out = output or Path("fb-runs") / name
     result["files"] = write_outputs(result, out)
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return
     for line in summary_lines(result):
         click.echo(line)
+
+
+def check_outputs(directory: Path, *, overwrite: bool) -> None:
+    """Refuse an output directory holding connect.json or connect.png unless ``overwrite`` (fb merge's rule)."""
+    from fusionbench_core.errors import ConfigError
+
+    for name in OUTPUTS:
+        if (directory / name).exists() and not overwrite:
+            raise ConfigError(f"'{directory / name}' exists; pass --overwrite to replace it")
+
+
+OUTPUTS = ("connect.json", "connect.png")
 
 
 def default_task(pool) -> str:
