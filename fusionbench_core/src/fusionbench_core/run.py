@@ -26,8 +26,8 @@ from .hookspecs import RunInfo
 from .plugins import PluginHost, get_host
 from .protocols import PRETRAINED, BaseAlgorithm, DataModelPool, Requirement, ScoresSplits, bind_taskpool
 
-__all__ = ["REPORT_FILE", "RunInfo", "check_splits", "evaluate_models", "execute", "instantiate", "parse_options",
-           "plan", "score_and_report"]
+__all__ = ["REPORT_FILE", "RunInfo", "check_splits", "evaluate_models", "execute", "instantiate", "load_checkpoint",
+           "parse_options", "plan", "score_and_report"]
 
 REPORT_FILE = "report.json"
 MODEL_DIR = "model"
@@ -332,12 +332,9 @@ def evaluate_models(modelpool: ComponentSpec, taskpool: ComponentSpec, *, model_
     bind_taskpool(tasks, pool)
     results: dict[str, dict[str, Any]] = {}
     if model_dir is not None:
-        from .engine.sources import open_source
-
         fused = load_fused(host, pool, Path(model_dir))
         if fused is None:
-            source = open_source(model_dir)
-            fused = pool.build_model({key: source.get(key) for key in source.keys()})
+            fused = load_checkpoint(pool, Path(model_dir), pool_name=modelpool.name)
         results[str(model_dir)] = tasks.evaluate(fused).to_dict()
         return results
     names = list(model_names) or ([PRETRAINED] if pool.has_pretrained else []) + list(pool.model_names)
@@ -348,6 +345,75 @@ def evaluate_models(modelpool: ComponentSpec, taskpool: ComponentSpec, *, model_
     for name in names:
         results[name] = tasks.evaluate(pool.load_model(name)).to_dict()
     return results
+
+
+def load_checkpoint(pool: Any, path: Path, *, pool_name: str | None = None) -> Any:
+    """The pool's model carrying the checkpoint at ``path`` (a model directory or a weights file).
+
+    A checkpoint that cannot be read (truncated, not a checkpoint) or that does not fit the pool's
+    architecture (missing or foreign tensors, other shapes) is a one-line :class:`ModelLoadError`
+    naming the file and the first thing wrong, instead of torch's multi-line report.
+    """
+    from .engine.sources import open_source
+    from .errors import FusionBenchError, ModelLoadError
+
+    name = pool_name or getattr(pool, "name", "?")
+    try:
+        source = open_source(path)
+        state = {key: source.get(key) for key in source.keys()}
+    except FusionBenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors, pickle and OS errors name no file
+        raise ModelLoadError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
+                             "is it complete?") from exc
+    try:
+        return pool.build_model(state)
+    except FusionBenchError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        reason = checkpoint_mismatch(state, pool) or _torch_detail(exc)
+        raise ModelLoadError(f"checkpoint '{path}' does not fit model pool '{name}': {reason}") from exc
+
+
+def checkpoint_mismatch(state: dict[str, Any], pool: Any) -> str | None:
+    """How ``state`` differs from the pool's own model (its pretrained one, else its first): the first
+    tensor of another shape, else the tensors missing and foreign; ``None`` when the names do not meet."""
+    try:
+        reference = pool.tensors(PRETRAINED if pool.has_pretrained else list(pool.model_names)[0])
+        expected = {key: tuple(reference.info(key).shape) for key in reference.keys()}
+    except Exception:  # noqa: BLE001 - a pool that cannot say: the caller falls back on torch's message
+        return None
+    common = [key for key in expected if key in state]
+    for key in common:
+        got = tuple(getattr(state[key], "shape", ()))
+        if got != expected[key]:
+            return (f"tensor '{key}' has shape {list(got)}, the pool's model has {list(expected[key])} "
+                    "(another architecture or size)")
+    missing = [key for key in expected if key not in state]
+    foreign = [key for key in state if key not in expected]
+    if not common:
+        return (f"none of its {len(state)} tensors is the pool's (its first: '{next(iter(state), '')}', the pool's "
+                f"first: '{next(iter(expected), '')}'): another architecture")
+    if missing or foreign:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of the pool's {len(expected)} tensors missing (first: '{missing[0]}')")
+        if foreign:
+            parts.append(f"{len(foreign)} tensors the pool's model lacks (first: '{foreign[0]}')")
+        return "; ".join(parts)
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0].strip()
+
+
+def _torch_detail(exc: BaseException) -> str:
+    """The first specific line of an exception (torch puts the details below a header line)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].lower().startswith("error(s) in loading state_dict"):
+        return lines[1].rstrip(".")
+    return lines[0] if lines else type(exc).__name__
 
 
 def _saves_fused(algorithm: Any) -> bool:

@@ -25,9 +25,9 @@ def load_endpoint(pool: Any, ref: str):
     if not path.is_file():
         raise ConfigError(f"'{ref}' is neither a model of pool '{pool.name}' ({', '.join(pool.model_names)}) "
                           f"nor a checkpoint (a .safetensors file or a directory with model.safetensors)")
-    from safetensors.torch import load_file
+    from fusionbench_core.run import load_checkpoint
 
-    model = pool.build_model(load_file(str(path)))
+    model = load_checkpoint(pool, path)  # a truncated or misfit file: one line naming it
     return model, model_state(model)
 
 
