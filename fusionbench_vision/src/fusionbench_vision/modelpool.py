@@ -97,6 +97,13 @@ class CLIPVisionModelPool:
         """The task names of the experts."""
         return list(self._tasks)
 
+    def fingerprint(self) -> str:
+        """Content hash of the checkpoints (or adapters) read (``fusionbench_core.experiments.fingerprint``):
+        runs are reused only on the same weights."""
+        from fusionbench_core.experiments.fingerprint import inputs_fingerprint
+
+        return inputs_fingerprint(models=[self.pretrained_id, *self.model_ids.values()])
+
     @property
     def has_pretrained(self) -> bool:
         """Always true: every CLIP suite has its pretrained model."""
