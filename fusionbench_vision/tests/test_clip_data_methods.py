@@ -42,6 +42,11 @@ def _pool():
     return CLIPVisionModelPool(SUITE)
 
 
+def _prefix(pool) -> str:
+    """How the loaded ``CLIPVisionModel`` names its tower: ``vision_model.`` under transformers 4, nothing under 5."""
+    return "vision_model." if hasattr(pool.load_model("_pretrained_"), "vision_model") else ""
+
+
 def _modules(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.state_dict().items() if v.is_floating_point()}
 
@@ -119,8 +124,8 @@ def test_fisher_merging_equals_per_example_autograd_fishers(clip_roots):
 
     pool = _pool()
     merged = _modules(FisherMerging(examples=EXAMPLES, cache=False).run(pool))
-    keys = ["encoder.layers.1.mlp.fc2.weight", "encoder.layers.0.self_attn.q_proj.bias", "post_layernorm.weight",
-            "embeddings.class_embedding"]
+    keys = [_prefix(pool) + key for key in ("encoder.layers.1.mlp.fc2.weight", "encoder.layers.0.self_attn.q_proj.bias",
+                                            "post_layernorm.weight", "embeddings.class_embedding")]
     numerator = {k: 0 for k in keys}
     denominator = {k: 0 for k in keys}
     experts = []
@@ -161,7 +166,8 @@ def test_statistics_and_adaptive_merges_differ_from_the_average(clip_roots):
     for merged in (regmean, plusplus, mats):
         assert _max_gap_from_average(merged, experts) > 1e-3
     # RegMean++ takes the Grams on merged embeddings and lower blocks: not RegMean
-    gap = (plusplus["encoder.layers.1.mlp.fc1.weight"] - regmean["encoder.layers.1.mlp.fc1.weight"]).abs().max()
+    key = _prefix(pool) + "encoder.layers.1.mlp.fc1.weight"
+    gap = (plusplus[key] - regmean[key]).abs().max()
     assert gap > 1e-4
 
     base = _modules(pool.load_model("_pretrained_"))
@@ -184,7 +190,7 @@ def test_mats_from_task_arithmetic_with_no_iterations(clip_roots):
     experts = _experts(pool)
     base = _modules(pool.load_model("_pretrained_"))
     merged = _modules(MaTS(examples=EXAMPLES, iterations=0, init_scaling_factor=0.4, cache=False).run(pool))
-    key = "encoder.layers.0.mlp.fc2.weight"
+    key = _prefix(pool) + "encoder.layers.0.mlp.fc2.weight"
     torch.testing.assert_close(merged[key], base[key] + 0.4 * sum(e[key] - base[key] for e in experts))
 
 

@@ -106,6 +106,8 @@ class NestedVisionModel(torch.nn.Module):
 
 def test_adapters_load_on_the_transformers_4_layout_too(lora_root):
     pool = _pool()
+    if hasattr(pool.load_model(PRETRAINED), "vision_model"):
+        pytest.skip("transformers 4 nests the tower itself: every other test here runs on that layout")
     pool._pretrained = NestedVisionModel(pool.load_model(PRETRAINED))
     base = _tower_state(pool.load_model(PRETRAINED))
     merged = pool.load_model("gtsrb")

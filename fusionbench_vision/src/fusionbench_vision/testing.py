@@ -61,7 +61,13 @@ def save_pretrained_clip(path: Path, *, vision: dict[str, Any] = TINY_VISION, te
 
     quiet_transformers()
     vocab = _byte_vocab()
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    try:
+        tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    except TypeError:  # transformers 4 reads the vocabulary and merges from files
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "vocab.json").write_text(json.dumps(vocab))
+        (path / "merges.txt").write_text("#version: 0.2\n")
+        tokenizer = CLIPTokenizer(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"))
     config = CLIPConfig(
         text_config={**text, "vocab_size": len(vocab), "bos_token_id": tokenizer.bos_token_id,
                      "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
@@ -88,7 +94,7 @@ def save_expert(path: Path, pretrained: Any, *, seed: int, noise: float = 0.02) 
     from transformers import CLIPVisionModel
 
     tower = CLIPVisionModel(pretrained.config.vision_config)
-    tower.load_state_dict(pretrained.vision_model.state_dict())
+    getattr(tower, "vision_model", tower).load_state_dict(pretrained.vision_model.state_dict())  # 4.x nests it
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in tower.parameters():
