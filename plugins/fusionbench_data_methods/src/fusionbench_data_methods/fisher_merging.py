@@ -15,9 +15,9 @@ class FisherMerging(BaseAlgorithm):
     from the model's own predictive distribution (seeded by the run's seed and the model's name).
     Fishers are cached on disk by model content and data. Where ``Σ λ_i F_i`` is exactly zero (a
     parameter no example moves) the plain weighted average is used instead of dividing by zero (git-theta
-    returns 0 there). ``normalize`` divides each model's Fisher by its global L2 norm first (FusionBench's
-    option; it makes the models' overall Fisher scales equal); ``min_fisher`` is added to every Fisher
-    entry. Parameters without a Fisher (buffers) are averaged with the same λ_i. Needs no pretrained model.
+    returns 0 there). ``normalize`` divides each model's Fisher by its global L2 norm (plus ``min_fisher``)
+    first (FusionBench's option; it makes the models' overall Fisher scales equal); ``min_fisher`` is
+    added to every Fisher entry. Parameters without a Fisher (buffers) are averaged with the same λ_i. Needs no pretrained model.
 
     Upstream FusionBench computes another statistic (MergeLM's batched ``√p·log p`` term, see
     :mod:`.fisher_statistics`) with ``normalize`` on and a 1e-6 floor: ``fisher_statistic=upstream
