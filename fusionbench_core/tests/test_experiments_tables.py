@@ -110,7 +110,8 @@ def test_runs_without_the_selection_split_are_left_out_of_selection(tmp_path):
 def test_formats(store):
     boards = build_leaderboards(store)
     md = render(boards, "markdown")  # 72.75 % normalised prints as 72.7 (binary float just below)
-    assert "| ta | 62.0 ± 2.8 | 68.0 ± 2.8 | 65.0 ± 0.0 | 72.7 ± 0.4 | 2.00 | scaling_factor=0.3 |" in md
+    assert "| ta | 62.0 ± 2.8 | 68.0 ± 2.8 | 65.0 ± 0.0 | 72.7 ± 0.4 | 2 | 2.00 | scaling_factor=0.3 |" in md
+    assert "| avg | 50.0 | 50.0 | 50.0 | 56.2 | 1 | 1.00 | – |" in md  # one seed: no ± (#24)
     assert "hyperparameters selected on the validation split" in md
     rows = list(csv.DictReader(io.StringIO(render(boards, "csv"))))
     assert rows[0]["method"] == "ta" and float(rows[0]["a_mean"]) == pytest.approx(0.62)

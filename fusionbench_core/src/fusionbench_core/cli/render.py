@@ -19,6 +19,33 @@ def stdout_console() -> Console:
     return Console(file=sys.stdout, soft_wrap=False, width=width)
 
 
+def print_table(table: Table) -> None:
+    """Print ``table`` on stdout without ever cutting a word: a table when every word fits a column at the
+    console's width (longer text wraps between words), else a list of records, one ``column: value``
+    line each, so a method name or a key prefix one must type is always whole."""
+    from rich.measure import Measurement
+
+    console = stdout_console()
+    for column in table.columns:
+        column.overflow = "fold"  # never "…"; with the check below it only folds what has no space anyway
+    unbounded = console.options.update(width=1 << 20, max_width=1 << 20)  # else the measure is capped at the width
+    if Measurement.get(console, unbounded, table).minimum <= console.width:
+        console.print(table)
+        return
+    columns = [(str(column.header), [_plain(cell) for cell in column.cells]) for column in table.columns]
+    lines = [_plain(table.title)] if table.title else []
+    for index in range(table.row_count):
+        lines.append("")
+        lines += [f"{header}: {cells[index]}" for header, cells in columns if index < len(cells)]
+    if table.caption:
+        lines += ["", _plain(table.caption)]
+    click.echo("\n".join(lines))
+
+
+def _plain(value: Any) -> str:
+    return value.plain if hasattr(value, "plain") else str(value)
+
+
 def stderr_console() -> Console:
     """A console for progress and messages on stderr."""
     return Console(file=sys.stderr, stderr=True)
@@ -45,7 +72,7 @@ def print_mapping(title: str, data: dict[str, Any]) -> None:
     table.add_column("value")
     for key, value in data.items():
         table.add_row(key, json.dumps(value, default=str) if not isinstance(value, str) else value)
-    stdout_console().print(table)
+    print_table(table)
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -67,7 +94,7 @@ def print_report(report: dict[str, Any]) -> None:
     for group, values in (report.get("groups") or {}).items():
         table.add_row(f"average: {group} ({len(values['tasks'])})",
                       *[fmt(values["average"].get(metric)) for metric in metrics], style="bold")
-    stdout_console().print(table)
+    print_table(table)
     cost = report.get("cost", {})
     if cost:
         stdout_console().print("cost: " + ", ".join(f"{k}={v}" for k, v in cost.items()))
@@ -86,7 +113,7 @@ def print_listing(title: str, rows: list[dict[str, Any]], columns: tuple[str, ..
                 value = f"{len(value)}: " + ", ".join(map(str, value))
             cells.append(str(value))
         table.add_row(*cells)
-    stdout_console().print(table)
+    print_table(table)
 
 
 def print_parameters(title: str, rows: list[dict[str, Any]]) -> None:
@@ -97,7 +124,7 @@ def print_parameters(title: str, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         allowed = row.get("range") or (", ".join(map(str, row["choices"])) if row.get("choices") else "")
         table.add_row(row["name"], row["type"], json.dumps(row["default"]), allowed, row["help"])
-    stdout_console().print(table)
+    print_table(table)
 
 
 def print_plugins(rows: list[dict[str, Any]]) -> None:
@@ -111,7 +138,7 @@ def print_plugins(rows: list[dict[str, Any]]) -> None:
             status += "; conflict: " + "; ".join(row["conflicts"])
         style = "red" if row["error"] or row.get("conflicts") else None
         table.add_row(row["name"], row["distribution"], row["version"], status, ", ".join(row["hooks"]), style=style)
-    stdout_console().print(table)
+    print_table(table)
 
 
 _ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .groups import CONTEXT, DefaultGroup
-from .render import print_json, stdout_console
+from .render import print_json, print_table
 from .sweep import store_option
 
 
@@ -60,7 +60,7 @@ def list_command(store_path: Path | None, method: str | None, suite: str | None,
         table.add_row(str(row["id"]), row["method"], hps or "–", row["modelpool"]["name"], row["taskpool"]["name"],
                       str(row["seed"]), fmt(row["validation_accuracy"]), fmt(row["test_accuracy"]),
                       fmt(row["wall_s"]), row["sweep"] or "–", row["key"][:12])
-    stdout_console().print(table)
+    print_table(table)
 
 
 @results.command(name="show", context_settings=CONTEXT)
@@ -102,4 +102,4 @@ def show_command(run: str, store_path: Path | None, as_json: bool) -> None:
             table.add_column(name, justify="right")
         for task, values in tasks.items():
             table.add_row(task, *[fmt(values.get(n)) for n in names])
-        stdout_console().print(table)
+        print_table(table)

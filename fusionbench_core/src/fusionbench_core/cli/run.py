@@ -99,3 +99,31 @@ def record_run(store: Any, config: Any, report: dict[str, Any]) -> None:
                       f"{store.path} already[/dim]")
     else:
         console.print(f"[dim]result store: run {run_id} of {store.path}[/dim]")
+    warning = below_pretrained(store, report)
+    if warning:
+        click.echo(warning, err=True)
+
+
+def below_pretrained(store: Any, report: dict[str, Any]) -> str | None:
+    """A one-line warning when the run's average accuracy is below its pretrained reference, else ``None``.
+
+    The reference is the latest ``_pretrained_`` run in the store (``fb sweep`` with ``reference: true``)
+    of the same model pool, task pool (names and options) and seed, scored on the same split.
+    """
+    accuracy = (report.get("average") or {}).get("accuracy")
+    if accuracy is None:
+        return None
+    split = report.get("split", "test")
+    matches = [r for r in store.runs(kind="pretrained")
+               if r["modelpool"] == report["modelpool"] and r["taskpool"] == report["taskpool"]
+               and r["seed"] == report.get("seed", 0) and r["split"] == split]
+    if not matches:
+        return None
+    reference = matches[-1]
+    pretrained = reference["test_accuracy" if split == "test" else "validation_accuracy"]
+    if pretrained is None or accuracy >= pretrained:
+        return None
+    return (f"warning: {report['method']} scores {100 * accuracy:.1f} % on average, below the pretrained model's "
+            f"{100 * pretrained:.1f} % on model pool '{report['modelpool']['name']}' (seed {reference['seed']}, "
+            f"{split} split; run {reference['id']} of the store): the merge lost what the pretrained model knew; "
+            "check its hyperparameters")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .groups import CONTEXT
-from .render import print_json, stdout_console
+from .render import print_json, print_table
 
 STORE_HELP = "Result store (SQLite file). Default: $FUSIONBENCH_STORE, else $FUSIONBENCH_CACHE/results.sqlite3."
 
@@ -134,4 +134,4 @@ def print_cells(rows: list[dict], title: str) -> None:
         table.add_row(row["method"], hps or "–", row["suite"], fmt(row.get("seed")), row["status"],
                       fmt(row.get("validation_accuracy")), fmt(row.get("test_accuracy", row.get("average"))),
                       row["key"][:12])
-    stdout_console().print(table)
+    print_table(table)

@@ -98,7 +98,8 @@ class Leaderboard:
         also = "" if self.select_on == "test" else " and test scores of one run"
         left_out = (f" Not shown, no {self.select_on} scores{also} (run them with fb sweep): "
                     f"{', '.join(self.unselectable)}." if self.unselectable else "")
-        return (f"{self.suite}: test {self.metric} (%), mean ± std over seeds; normalised = merged ÷ individual; "
+        return (f"{self.suite}: test {self.metric} (%), mean ± std over the seeds (column seeds; one seed: "
+                f"its value alone); normalised = merged ÷ individual; "
                 f"{chosen}; cost = mean wall time of one run (s).{left_out}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -248,9 +249,12 @@ def _row(method: str, hps: dict[str, Any], runs: list[dict[str, Any]], tasks: li
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def _pct(value: tuple[float, float] | None, pm: str = " ± ") -> str:
+def _pct(value: tuple[float, float] | None, pm: str = " ± ", seeds: int = 2) -> str:
+    """``mean ± std`` in %, the mean alone for one seed (a spread of one value is no information)."""
     if value is None or math.isnan(value[0]):
         return "–"
+    if seeds < 2:
+        return f"{100 * value[0]:.1f}"
     return f"{100 * value[0]:.1f}{pm}{100 * value[1]:.1f}"
 
 
@@ -259,14 +263,15 @@ def _hp(hps: dict[str, Any]) -> str:
 
 
 def _cells(board: Leaderboard, row: Row, pm: str = " ± ") -> list[str]:
-    return ([row.method] + [_pct(row.tasks.get(t), pm) for t in board.tasks]
-            + [_pct(row.average, pm), _pct(row.normalised, pm),
+    n = len(row.seeds)
+    return ([row.method] + [_pct(row.tasks.get(t), pm, n) for t in board.tasks]
+            + [_pct(row.average, pm, n), _pct(row.normalised, pm, n), str(n),
                "–" if row.wall_s is None else f"{row.wall_s:.2f}", _hp(row.hyperparameters)])
 
 
 def header(board: Leaderboard) -> list[str]:
     """Column titles."""
-    return ["method", *board.tasks, "average", "normalised", "cost (s)", "hyperparameters"]
+    return ["method", *board.tasks, "average", "normalised", "seeds", "cost (s)", "hyperparameters"]
 
 
 def render(boards: Sequence[Leaderboard], fmt: str) -> str:
