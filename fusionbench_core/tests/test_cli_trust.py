@@ -196,3 +196,40 @@ def test_a_run_below_its_pretrained_reference_warns_in_one_line(fb_cli, tmp_path
     assert len(warnings) == 1 and warnings[0].startswith("warning:") and "below" in warnings[0]
     assert f"{100 * score:.1f} %" in warnings[0] and f"{100 * min(1.0, score + 0.1):.1f} %" in warnings[0]
     assert "task_arithmetic" in warnings[0] and "pretrained" in warnings[0]
+
+
+# -- 7. an unreachable Ray cluster ----------------------------------------------------------------
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_sweep_to_an_unreachable_ray_address_fails_within_seconds_naming_it(tmp_path, scheme):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("ray")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("methods: {task_arithmetic: {}}\nsuites: [tiny]\n")
+    address = f"{scheme}127.0.0.1:{_free_port()}"  # nothing listens there
+    store = tmp_path / "r.sqlite3"
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "fusionbench_core.cli", "sweep", str(spec), "--store", str(store),
+                               "--executor", "ray", "--address", address], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "FUSIONBENCH_PROGRESS": "0"})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"fb sweep --address {address} gave no answer within 60 s")
+    elapsed = time.monotonic() - started
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode != 0 and len(lines) == 1 and lines[0].startswith("Error:"), done.stderr
+    assert f"'{address}'" in lines[0] and "cannot reach" in lines[0]
+    assert elapsed < 30 and not store.exists()

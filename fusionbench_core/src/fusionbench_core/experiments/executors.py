@@ -51,12 +51,54 @@ def get_executor(name: str, *, address: str | None = None, num_cpus: int | None 
             raise ConfigError(f"--num-cpus must be at least 1, got {num_cpus}")
         if gpus_per_cell is not None and gpus_per_cell < 0:
             raise ConfigError(f"--gpus-per-cell must be at least 0, got {gpus_per_cell}")
+        if address is not None:
+            check_reachable(address)
 
         def run(jobs: list[Any], **kwargs: Any) -> Iterator[Any]:
             return ray_executor(jobs, address=address, num_cpus=num_cpus, gpus_per_cell=gpus_per_cell, **kwargs)
 
         return run
     raise ConfigError(f"unknown executor '{name}' (known: {', '.join(EXECUTORS)})")
+
+
+REACH_TIMEOUT_S = 5.0
+"""How long ``--address`` gets to accept a TCP connection before the sweep gives up on it."""
+
+DEFAULT_PORTS = {"ray": 10001, "": 6379, "http": 8265, "https": 8265}
+"""The port Ray listens on for each kind of address: Ray Client (``ray://``), the GCS, the dashboard."""
+
+
+def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Refuse, within ``timeout`` seconds, a Ray ``--address`` that accepts no connection.
+
+    ``ray.init`` on an address where nothing answers retries for many minutes before it fails (about
+    14 measured); one TCP connection to the host and port tells at once. ``auto`` and ``local`` name
+    no host and are left to Ray.
+    """
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    scheme, _, rest = address.rpartition("://")
+    host_port = rest.split("/", 1)[0]
+    host, sep, port_text = host_port.rpartition(":")
+    bare_ipv6 = ":" in host and not host.endswith("]")
+    if not sep or bare_ipv6:  # no port given
+        host, port_text = host_port, ""
+    host = host.strip("[]")
+    try:
+        port = int(port_text) if port_text else DEFAULT_PORTS.get(scheme, 6379)
+    except ValueError:
+        raise ConfigError(f"--address '{address}': '{port_text}' is not a port number") from None
+    if not host:
+        raise ConfigError(f"--address '{address}' names no host (e.g. ray://head:10001 or head:6379)")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise ConfigError(f"cannot reach the Ray cluster at '{address}' ({host}:{port}: {reason} within "
+                          f"{timeout:g} s); check --address and that the cluster is up") from None
 
 
 def serial_executor(jobs: Iterable[Any], *, host: Any = None, execute: Callable[..., Any] | None = None,
