@@ -77,3 +77,57 @@ def test_report_renders_in_headless_chromium(store_path, tmp_path, fb_cli):
                      seen["dom"])
     widths = seen["image_widths"]
     assert len(widths) == 2 and all(w > 100 for w in widths)  # both figures decoded and loaded
+
+
+EIGHT = ("sun397", "stanford_cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd")
+
+
+@pytest.fixture
+def eight_task_store(tmp_path):
+    """An 8-task suite with long hyperparameter settings, as mini-vision's every-method sweep stores."""
+    def split(values):
+        return {"tasks": {t: {"accuracy": v} for t, v in zip(EIGHT, values)},
+                "average": {"accuracy": sum(values) / len(values)}}
+
+    path = tmp_path / "eight.sqlite3"
+    with open_store(path) as store:
+        for i, lam in enumerate((0.1, 0.3, 0.5)):
+            for seed in (0, 1):
+                values = [0.4 + 0.05 * i + 0.01 * k for k in range(8)]
+                hps = {"scaling_factor": lam, "init_value": 0.3, "entropy_steps": 500, "learning_rate": 0.001}
+                store.add(f"lw-{lam}-{seed}", {
+                    "method": "layer_wise_adamerging", "hyperparameters": hps, "modelpool": {"name": "clip-vit-b32-ta8"},
+                    "taskpool": {"name": "clip-vit-b32-ta8"}, "tasks": split(values)["tasks"],
+                    "average": split(values)["average"], "cost": {"wall_s": 12.5}, "seed": seed, "versions": {},
+                    "split": "test", "splits": {"test": split(values), "validation": split(values)}})
+        ind = [0.9] * 8
+        store.add("ind8", {"method": "_individual_", "hyperparameters": {}, "modelpool": {"name": "clip-vit-b32-ta8"},
+                           "taskpool": {"name": "clip-vit-b32-ta8"}, "tasks": split(ind)["tasks"],
+                           "average": split(ind)["average"], "cost": {}, "seed": 0, "versions": {}, "split": "test"},
+                  kind="individual")
+    return path
+
+
+def test_report_figures_have_captions_in_words(eight_task_store, tmp_path, fb_cli):
+    page = tmp_path / "page.html"
+    assert fb_cli("report", "--store", str(eight_task_store), "-o", str(page)).exit_code == 0
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page.read_text())
+    assert len(captions) == 2
+    assert not any(c.endswith(".png") for c in captions)
+    assert any("scaling_factor" in c and "validation" in c and "clip-vit-b32-ta8" in c for c in captions)
+    assert any("per task" in c and "clip-vit-b32-ta8" in c for c in captions)
+
+
+def test_report_of_an_eight_task_suite_fits_1280_pixels(eight_task_store, tmp_path, fb_cli):
+    from fusionbench_core.experiments.report import find_browser, rendered_page
+
+    if find_browser() is None:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail("chromium is not installed; scripts/setup.sh installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    page = tmp_path / "page.html"
+    assert fb_cli("report", "--store", str(eight_task_store), "-o", str(page)).exit_code == 0
+    seen = rendered_page(page, tmp_path / "profile", width=1280)
+    assert seen["loaded"], seen["stderr"]
+    assert seen["rows"] == ["layer_wise_adamerging", "_individual_"]
+    assert 0 < seen["page_width"] <= 1280  # nothing sticks out of a 1,280 px window: no sideways scrolling

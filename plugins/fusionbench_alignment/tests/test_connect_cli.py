@@ -61,3 +61,28 @@ def test_connect_with_a_checkpoint_that_does_not_fit_is_one_line_naming_it(fb_cl
     good = fb_cli("connect", str(misfits / "good.safetensors"), "task0", *ARGS, "-o", str(tmp_path / "g"), "--json")
     assert good.exit_code == 0, good.stderr
     assert good.json["paths"]["linear"]["loss_barrier"] == pytest.approx(0.0, abs=1e-9)  # task0 with itself
+
+
+def test_the_barrier_matrix_figure_shows_its_values_and_task(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from fusionbench_alignment.report import plot
+
+    texts, titles = [], []
+    original_text, original_title = Axes.text, Axes.set_title
+    monkeypatch.setattr(Axes, "text", lambda self, x, y, s, *a, **k: texts.append((x, y, s)) or original_text(
+        self, x, y, s, *a, **k))
+    monkeypatch.setattr(Axes, "set_title", lambda self, s, *a, **k: titles.append(s) or original_title(self, s, *a, **k))
+    matrix = [[0.0, 0.125, 1.5], [0.125, 0.0, 0.25], [1.5, 0.25, 0.0]]
+    result = {"task": "mnist", "models": ["init0", "init1", "init2"], "points": 5,
+              "matrix": {"loss_barrier": matrix, "error_barrier": matrix}}
+    plot(result, tmp_path / "m.png")
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    shown = {(x, y): s for x, y, s in texts}
+    for i in range(3):
+        for j in range(3):
+            assert shown[(j, i)] == f"{matrix[i][j]:.3f}"  # every cell carries its value
+    assert titles and all("mnist" in t for t in titles)

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import FusionBenchError
 from .tables import Leaderboard
 
-__all__ = ["figures", "heatmap_png", "lambda_png"]
+__all__ = ["figure_captions", "figures", "heatmap_png", "lambda_png"]
 
 
 def _pyplot() -> Any:
@@ -118,6 +118,28 @@ def heatmap_png(board: Leaderboard) -> bytes | None:
     fig.colorbar(image, ax=ax, label=f"test {board.metric} (%)")
     ax.set_title(f"{board.suite}: test {board.metric} per task")
     return _png(fig)
+
+
+def figure_captions(boards: Sequence[Leaderboard]) -> dict[str, str]:
+    """``{file name: caption}``: what each figure of :func:`figures` shows, in words (for ``fb report``)."""
+    out: dict[str, str] = {}
+    for board in boards:
+        name = slug(board.suite)
+        axes = curve_axes(board)
+        if axes:
+            by_axis: dict[str, list[str]] = {}
+            for method, (axis, _) in sorted(axes.items()):
+                by_axis.setdefault(axis, []).append(method)
+            against = "; ".join(f"{', '.join(methods)} against {axis}" for axis, methods in by_axis.items())
+            out[f"lambda-{name}.png"] = (
+                f"{board.suite}: mean average {board.metric} over the seeds of each setting of {against}, on the "
+                f"validation split (dashed) and the test split (solid); ★ marks the setting selected on the "
+                f"{board.select_on} split.")
+        if board.tasks and board.rows:
+            out[f"heatmap-{name}.png"] = (
+                f"{board.suite}: test {board.metric} (%) per task of each leaderboard row (the selected setting of "
+                f"each method, mean over its seeds), rows in the leaderboard's order.")
+    return out
 
 
 def figures(boards: Sequence[Leaderboard]) -> dict[str, bytes]:

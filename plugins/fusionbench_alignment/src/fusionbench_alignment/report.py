@@ -96,11 +96,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
         keys = [k for k in result["matrix"] if k.startswith("loss_barrier")]
         fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
         for ax, key in zip(axes[0], keys):
-            image = ax.imshow(result["matrix"][key], cmap="viridis")
+            values = result["matrix"][key]
+            image = ax.imshow(values, cmap="viridis")
             names = result["models"]
             ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
             ax.set_yticks(range(len(names)), names)
-            ax.set_title(key.replace("_", " "))
+            ax.set_title(f"{key.replace('_', ' ')} on {result['task']}")
+            top = max((v for row in values for v in row), default=0.0)
+            for i, row in enumerate(values):  # each cell's value, readable on the colour under it
+                for j, value in enumerate(row):
+                    ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7,
+                            color="black" if top and value > 0.6 * top else "white")
             fig.colorbar(image, ax=ax)
     else:
         fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(9.5, 3.6))
