@@ -69,7 +69,8 @@ def test_a_store_that_recorded_a_validation_run_as_test_is_migrated(tmp_path):
     con.execute("UPDATE schema_version SET version = 1")
     con.commit()
     con.close()
-    with open_store(path) as store:
+    with open_store(path, readonly=True) as store:  # what fb table does: the migration runs first
+        assert store.schema_version() == 2
         runs = {r["key"]: r for r in store.runs()}
         assert runs["k-val"]["split"] == "validation" and runs["k-val"]["test_accuracy"] is None
         assert runs["k-val"]["validation_accuracy"] == pytest.approx(0.25)
