@@ -99,10 +99,20 @@ def restack(model: nn.Module, layers: str, indices: Iterable[int]) -> nn.Module:
     """
     stack = model.get_submodule(layers) if layers else model
     copies = [copy.deepcopy(stack[i]) for i in indices]
+    # transformers' blocks address the key/value cache by their position (``layer_idx``), and the cache is
+    # sized by ``config.num_hidden_layers``: a copy keeping its old position collides with the original.
+    for position, block in enumerate(copies):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = position
     new = nn.Sequential(*copies) if isinstance(stack, nn.Sequential) else nn.ModuleList(copies)
     if not layers:
         return new
     model.set_submodule(layers, new)
+    config = getattr(model, "config", None)
+    if isinstance(getattr(config, "num_hidden_layers", None), int):
+        model.config = copy.deepcopy(config)
+        model.config.num_hidden_layers = len(copies)
     return model
 
 
