@@ -296,16 +296,16 @@ def test_keep_going_marks_a_failing_cell_failed_stores_the_rest_and_retries_it(t
     spec.write_text(FAILING_SPEC)
     out = fb_cli("sweep", str(spec), "--store", db)  # without -k the first failure ends the sweep
     assert out.exit_code == 1 and out.stderr.strip().splitlines()[-1] == (
-        "Error: method 'slerp' needs exactly 2 models, got 3")
+        "Error: method 'slerp' needs exactly 2 models, got 3 in model pool 'tiny'")
     with open_store(db) as store:
         assert [r["method"] for r in store.runs(kind=None)] == ["_pretrained_", "_individual_"]
     out = fb_cli("sweep", str(spec), "--store", db, "--keep-going", "--json")
     assert out.exit_code == 1
     rows = {row["method"]: row for row in __import__("json").loads(out.stdout)}
     assert rows["slerp"]["status"] == "failed" and rows["simple_average"]["status"] == "done"
-    assert rows["slerp"]["error"] == "ConfigError: method 'slerp' needs exactly 2 models, got 3"
-    assert ("failed: slerp (t=0.5) on tiny[n_models=3] seed=0: ConfigError: method 'slerp' needs exactly 2 models, got 3"
-            in out.stderr.splitlines())
+    assert rows["slerp"]["error"] == "ConfigError: method 'slerp' needs exactly 2 models, got 3 in model pool 'tiny'"
+    assert ("failed: slerp (t=0.5) on tiny[n_models=3] seed=0: ConfigError: method 'slerp' needs exactly 2 models, "
+            "got 3 in model pool 'tiny'" in out.stderr.splitlines())
     with open_store(db) as store:
         assert sorted(r["method"] for r in store.runs()) == ["simple_average"]  # nothing stored for slerp
     again = fb_cli("sweep", str(spec), "--store", db, "-k", "--json")  # the failed cell is retried, the rest skipped

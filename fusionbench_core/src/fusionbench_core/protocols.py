@@ -39,6 +39,73 @@ class Requirement(str, enum.Enum):
     """Gradient training on labelled training data."""
 
 
+class Capability(str, enum.Enum):
+    """What a fusion method may need of the pools it runs on, beyond weights (see :attr:`BaseAlgorithm.needs`).
+
+    A method declares its needs on its class; a model pool or task pool declares what it offers when it is
+    registered (``register(name, target, provides=["data", ...])``). ``fb methods show NAME`` matches the
+    two without importing anything, and the run program refuses, in one line naming the method and the
+    pool, a pool that lacks a need before the method reads a model
+    (:func:`fusionbench_core.needs.check_needs`).
+    """
+
+    DATA = "data"
+    """The model pool hands out data and scores backbones (:class:`DataModelPool`); implied by a
+    :class:`Requirement` other than data-free."""
+    PRETRAINED = "pretrained"
+    """The model pool holds a pretrained (base) model; implied by ``needs_pretrained = True``."""
+    ARCHITECTURE = "architecture"
+    """The model pool describes its backbones' layers, MLPs and linear layers (:class:`DescribesArchitecture`)."""
+    LAYER_STACK = "layer-stack"
+    """Its :class:`ArchitectureSpec` names one stack of blocks (``layers``); an encoder-decoder has two."""
+    LINEAR_MODULES = "linear-modules"
+    """Its backbones' linear layers are modules of the types ``ArchitectureSpec.linear_types`` names, which a
+    method may replace (GPT-2's input-major ``Conv1D`` layers are not)."""
+    PERMUTATION_SPEC = "permutation-spec"
+    """The model pool (or its models) offers ``permutation_spec()``: which tensor axes each hidden unit spans."""
+    CLASS_LOGITS = "class-logits"
+    """The task pool scores class logits, so a fused :class:`Predictor` (an ensemble) can be scored;
+    a task pool that scores generated text does not."""
+    TWO_MODELS = "two-models"
+    """Exactly two fine-tuned models in the pool (a suite offers it once two of its tasks are selected)."""
+
+
+CAPABILITY_TEXT: dict[Capability, str] = {
+    Capability.DATA: "data from the model pool (a DataModelPool: batches() and logits())",
+    Capability.PRETRAINED: "a pretrained model",
+    Capability.ARCHITECTURE: "the model's architecture (ModelPool.architecture())",
+    Capability.LAYER_STACK: "one stack of layers (ArchitectureSpec.layers)",
+    Capability.LINEAR_MODULES: "linear layers that are modules of ArchitectureSpec.linear_types (nn.Linear)",
+    Capability.PERMUTATION_SPEC: "a permutation spec of the models' hidden units (permutation_spec())",
+    Capability.CLASS_LOGITS: "a task pool that scores class logits (not generated text)",
+    Capability.TWO_MODELS: "exactly 2 fine-tuned models",
+}
+"""How listings and errors describe each capability."""
+
+
+def method_needs(method: Any) -> tuple[Capability, ...]:
+    """Everything ``method`` (a class or an instance) needs of its pools, in :class:`Capability` order.
+
+    Its declared :attr:`~BaseAlgorithm.needs`, plus :attr:`Capability.DATA` when its ``requirement`` is not
+    data-free and :attr:`Capability.PRETRAINED` when it sets ``needs_pretrained = True`` (the tensor-wise
+    methods' flag). A name that is not a :class:`Capability` is a one-line error naming the method.
+    """
+    name = getattr(method, "name", "") or getattr(method, "__name__", type(method).__name__)
+    wanted: set[Capability] = set()
+    for item in getattr(method, "needs", ()) or ():
+        try:
+            wanted.add(Capability(item))
+        except ValueError:
+            known = ", ".join(c.value for c in Capability)
+            raise ConfigError(f"method '{name}' declares an unknown need '{item}' (known: {known})") from None
+    requirement = getattr(method, "requirement", Requirement.DATA_FREE)
+    if Requirement(getattr(requirement, "value", requirement)) is not Requirement.DATA_FREE:
+        wanted.add(Capability.DATA)
+    if getattr(method, "needs_pretrained", False) is True:
+        wanted.add(Capability.PRETRAINED)
+    return tuple(c for c in Capability if c in wanted)
+
+
 @dataclass(frozen=True)
 class DataRequest:
     """The data an algorithm asks its model pool for, per task.
@@ -466,6 +533,9 @@ class FusionAlgorithm(Protocol):
     def run(self, modelpool: ModelPool) -> Any:
         """Fuse the models of ``modelpool`` and return the fused model."""
 
+    # Optional: ``needs``, the :class:`Capability` values the method needs of its pools beyond its requirement
+    # (see :attr:`BaseAlgorithm.needs`). A method without it is checked for data only.
+
 
 STRUCTURE_FILE = "structure.json"
 """In a saved model directory: the structure of a fused model that is not of its pool's architecture."""
@@ -505,6 +575,14 @@ class BaseAlgorithm:
     hyperparameters: ClassVar[tuple[Hyperparameter, ...]] = ()
     data: ClassVar[DataRequest | None] = None
     """The data this algorithm asks of its pool when it is not data-free."""
+    needs: ClassVar[tuple[Capability, ...]] = ()
+    """What the method needs of its pools beyond weights, e.g. ``(Capability.PRETRAINED, Capability.ARCHITECTURE)``.
+
+    ``data`` and ``pretrained`` follow from :attr:`requirement` and ``needs_pretrained`` and need not be
+    listed (:func:`method_needs`). ``fb methods show NAME`` lists the needs and the suites that meet them, and
+    ``fb run`` refuses a pool that declares it lacks one, in one line, before any model is read. Declare only
+    what holds for every setting of the hyperparameters; what depends on them stays a check in :meth:`run`.
+    """
 
     def __init__(self, **settings: Any):
         self.cost: dict[str, float] = {}

@@ -23,8 +23,9 @@ from . import __version__
 from .config import ComponentSpec, RunConfig
 from .errors import ConfigError, UnknownComponentError
 from .hookspecs import RunInfo
+from .needs import check_run_needs
 from .plugins import PluginHost, get_host
-from .protocols import PRETRAINED, BaseAlgorithm, DataModelPool, Requirement, ScoresSplits, bind_taskpool
+from .protocols import PRETRAINED, BaseAlgorithm, Requirement, ScoresSplits, bind_taskpool
 
 __all__ = ["REPORT_FILE", "RunInfo", "check_splits", "evaluate_models", "execute", "instantiate", "load_checkpoint",
            "parse_options", "plan", "score_and_report"]
@@ -183,12 +184,7 @@ def execute(config: RunConfig, host: PluginHost | None = None, *, write: bool = 
     modelpool = instantiate(host, "modelpool", config.modelpool, seed=config.seed)
     taskpool = instantiate(host, "taskpool", config.taskpool, seed=config.seed)
     bind_taskpool(taskpool, modelpool)
-    requirement = getattr(algorithm, "requirement", Requirement.DATA_FREE)
-    if requirement is not Requirement.DATA_FREE and not isinstance(modelpool, DataModelPool):
-        raise ConfigError(
-            f"method '{config.method.name}' needs data ({requirement.value}), "
-            f"but model pool '{config.modelpool.name}' provides none"
-        )
+    check_run_needs(host, config, algorithm, modelpool, taskpool)
     saves_fused = _saves_fused(algorithm)
     if output is not None and config.save_model and not saves_fused and getattr(modelpool, "save_model", None) is None:
         raise ConfigError(f"model pool '{config.modelpool.name}' cannot save models (--save-model)")

@@ -16,6 +16,8 @@ from .tasks import get_task
 MODELPOOL = "fusionbench_vision.modelpool:CLIPVisionModelPool"
 TASKPOOL = "fusionbench_vision.taskpool:CLIPZeroShotTaskPool"
 ROBUSTNESS_TASKPOOL = "fusionbench_vision.taskpool:CLIPRobustnessTaskPool"
+MODELPOOL_PROVIDES = ["data", "pretrained", "architecture", "layer-stack", "linear-modules"]
+"""What every CLIP model pool offers methods (``fusionbench_core.needs``); the task pools score class logits."""
 
 
 def _metadata(suite, tasks: list[str]) -> dict:
@@ -47,7 +49,8 @@ def _datasets(suite) -> dict[str, str]:
 def register_modelpools(register):
     """Register the CLIP vision model pool under each suite's name, e.g. ``clip-vit-b32-ta8``."""
     for suite in SUITES.values():
-        register(suite.name, MODELPOOL, summary=suite.summary, **_metadata(suite, suite.expert_tasks))
+        register(suite.name, MODELPOOL, summary=suite.summary, provides=MODELPOOL_PROVIDES,
+                 **_metadata(suite, suite.expert_tasks))
 
 
 @hookimpl
@@ -55,4 +58,5 @@ def register_taskpools(register):
     """Register the zero-shot CLIP task pool under each suite's name (the robustness pool for robustness suites)."""
     for suite in SUITES.values():
         target = ROBUSTNESS_TASKPOOL if suite.robustness else TASKPOOL
-        register(suite.name, target, summary=suite.summary, datasets=_datasets(suite), **_metadata(suite, suite.tasks))
+        register(suite.name, target, summary=suite.summary, datasets=_datasets(suite), provides=["class-logits"],
+                 **_metadata(suite, suite.tasks))

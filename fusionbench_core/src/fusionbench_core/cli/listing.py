@@ -26,10 +26,41 @@ def describe_component(kind: str, name: str) -> dict:
     requirement = getattr(target, "requirement", None)
     if requirement is not None:
         details["requirement"] = getattr(requirement, "value", requirement)
+    if kind == "method":
+        from ..needs import pool_support
+        from ..protocols import method_needs
+
+        details["needs"] = [need.value for need in method_needs(target)]
+        details["pools"] = pool_support(get_host(), target)
     describe_more = getattr(target, "describe_suite", None)
     if callable(describe_more):
         details.update(describe_more())
     return details
+
+
+def support_text(needs: list[str], pools: list[dict]) -> dict[str, str]:
+    """``fb methods show``'s lines on pools: what the method needs, the suites it runs on and those it does not."""
+    from ..protocols import CAPABILITY_TEXT, Capability
+
+    def label(row: dict) -> str:
+        count = len(row["pools"])
+        return row["family"] + (f" ({count})" if count > 1 else "")
+
+    lines = {"needs": "; ".join(CAPABILITY_TEXT[Capability(need)] for need in needs) or "weights only"}
+    if Capability.TWO_MODELS.value in needs:
+        lines["needs"] += " (choose two with the pool's options, e.g. -s modelpool.tasks=A,B)"
+    lines["runs on"] = ", ".join(label(row) for row in pools if row["runs"]) or "no registered suite"
+    def lacking(row: dict) -> str:
+        why = row.get("why", {})
+        return "; ".join(f"{name}: {why[name]}" if name in why else name for name in row["missing"])
+
+    refused = [f"{label(row)} (lacks {lacking(row)})" for row in pools if row["runs"] is False]
+    if refused:
+        lines["not on"] = ", ".join(refused)
+    unknown = [label(row) for row in pools if row["runs"] is None]
+    if unknown:
+        lines["checked when run"] = ", ".join(unknown) + " (declare nothing on what it needs)"
+    return lines
 
 
 def listing_group(kind: str, plural: str, what: str) -> click.Group:
@@ -63,6 +94,8 @@ def listing_group(kind: str, plural: str, what: str) -> click.Group:
             print_json(details)
             return
         params = details.pop(PARAMETERS[kind], None)
+        if kind == "method":
+            details.update(support_text(details.pop("needs"), details.pop("pools")))
         print_mapping(f"{kind} {name}", details)
         if params:
             print_parameters(PARAMETERS[kind], params)

@@ -18,11 +18,13 @@ SUITES = {
 def register_modelpools(register):
     """Register the independent suites' model pools (each builds itself on first use)."""
     for name, (prefix, tasks, summary) in SUITES.items():
-        register(name, f"fusionbench_vision.independent.pool:{prefix}ModelPool", summary=summary, tasks=tasks)
+        register(name, f"fusionbench_vision.independent.pool:{prefix}ModelPool", summary=summary, tasks=tasks,
+                 provides=["data", "permutation-spec"])  # no pretrained model, no ArchitectureSpec
 
 
 @hookimpl
 def register_taskpools(register):
     """Register the independent suites' task pools (test accuracy and loss per task)."""
     for name, (prefix, tasks, summary) in SUITES.items():
-        register(name, f"fusionbench_vision.independent.pool:{prefix}TaskPool", summary=summary, tasks=tasks)
+        register(name, f"fusionbench_vision.independent.pool:{prefix}TaskPool", summary=summary, tasks=tasks,
+                 provides=["class-logits"])

@@ -15,6 +15,7 @@ from typing import Any
 
 from fusionbench_core import BaseAlgorithm, Hyperparameter
 from fusionbench_core.errors import ConfigError
+from fusionbench_core.protocols import Capability
 
 REFERENCE = Hyperparameter("reference", str, "", "Model the others are aligned to (default: the pool's first model)")
 THEN = Hyperparameter("then", str, "", "Merge method run on the aligned models with its defaults (default: their average)")
@@ -32,6 +33,7 @@ class AlignmentMethod(BaseAlgorithm):
     reference's units (or, for OT fusion, transported onto them).
     """
 
+    needs = (Capability.PERMUTATION_SPEC,)
     hyperparameters = (REFERENCE, THEN, RESET_BN, EXAMPLES, BATCH_SIZE)
 
     def align(self, spec: Any, modelpool: Any, ref: str, ref_model: Any,

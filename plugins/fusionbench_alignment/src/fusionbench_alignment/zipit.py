@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement
+from fusionbench_core.protocols import Capability
 
 from .base import BATCH_SIZE, EXAMPLES, RESET_BN
 
@@ -102,6 +103,7 @@ class ZipIt(BaseAlgorithm):
 
     name = "zipit"
     requirement = Requirement.TRAIN_STATISTICS
+    needs = (Capability.PERMUTATION_SPEC, Capability.TWO_MODELS)
     data = DataRequest(split="train", examples=512, labelled=False)
     hyperparameters = (
         Hyperparameter("beta", float, 0.125, "Share of a model's units that may merge within that model",

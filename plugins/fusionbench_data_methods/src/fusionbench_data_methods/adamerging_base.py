@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement
-from fusionbench_core.protocols import require_pretrained
+from fusionbench_core.protocols import Capability, require_pretrained
 
 from ._params import batch_size, examples
 
@@ -27,6 +27,7 @@ class AdaMergingBase(BaseAlgorithm):
 
     layer_wise: ClassVar[bool] = False
     requirement = Requirement.TEST_TIME
+    needs = (Capability.PRETRAINED,)
     data = DataRequest(split="test", examples=None, labelled=False)
     hyperparameters = (
         Hyperparameter("steps", int, 500, "Adam steps (official 500; FusionBench runs 1000)", minimum=0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import BaseAlgorithm, Requirement, hookimpl
+from fusionbench_core.protocols import Capability
 
 
 class MajorityVoteEnsemble(BaseAlgorithm):
@@ -15,6 +16,7 @@ class MajorityVoteEnsemble(BaseAlgorithm):
 
     name = "majority_vote_ensemble"
     requirement = Requirement.DATA_FREE
+    needs = (Capability.CLASS_LOGITS,)
     hyperparameters = ()
 
     def run(self, modelpool):

@@ -4,6 +4,7 @@ conjugate gradient from a task-arithmetic start, here with Gram (RegMean-style) 
 from __future__ import annotations
 
 from fusionbench_core import BaseAlgorithm, DataRequest, Hyperparameter, Requirement, hookimpl
+from fusionbench_core.protocols import Capability
 
 from ._params import CACHE, alpha, batch_size, examples
 
@@ -19,6 +20,7 @@ class MaTS(BaseAlgorithm):
 
     name = "mats"
     requirement = Requirement.TRAIN_STATISTICS
+    needs = (Capability.PRETRAINED,)
     data = DataRequest(split="train", examples=256, labelled=False)
     hyperparameters = (
         Hyperparameter("iterations", int, 10, "Conjugate-gradient steps per linear layer", minimum=0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import BaseAlgorithm, Requirement, hookimpl
+from fusionbench_core.protocols import Capability
 
 
 class MaxModelPredictor(BaseAlgorithm):
@@ -14,6 +15,7 @@ class MaxModelPredictor(BaseAlgorithm):
 
     name = "max_model_predictor"
     requirement = Requirement.DATA_FREE
+    needs = (Capability.CLASS_LOGITS,)
     hyperparameters = ()
 
     def run(self, modelpool):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import BaseAlgorithm, Requirement, hookimpl
+from fusionbench_core.protocols import Capability
 
 from ._params import combine
 
@@ -18,6 +19,7 @@ class SimpleEnsemble(BaseAlgorithm):
 
     name = "simple_ensemble"
     requirement = Requirement.DATA_FREE
+    needs = (Capability.CLASS_LOGITS,)
     hyperparameters = (
         combine("Average logits or probabilities"),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import BaseAlgorithm, Hyperparameter, Requirement, hookimpl
+from fusionbench_core.protocols import Capability
 
 from ._params import combine
 
@@ -16,6 +17,7 @@ class WeightedEnsemble(BaseAlgorithm):
 
     name = "weighted_ensemble"
     requirement = Requirement.DATA_FREE
+    needs = (Capability.CLASS_LOGITS,)
     hyperparameters = (
         Hyperparameter("weights", list, None, "One non-negative weight per model, normalised (default: equal)"),
         combine("Weighted mean of logits or of probabilities"),

@@ -7,6 +7,7 @@ import math
 from fusionbench_core import Hyperparameter, Requirement, hookimpl
 from fusionbench_core.engine.tensorwise import TensorwiseAlgorithm
 from fusionbench_core.errors import ConfigError
+from fusionbench_core.protocols import Capability
 
 COLLINEAR = 0.9995
 """|cos Ω| above which SLERP falls back to linear interpolation."""
@@ -22,6 +23,7 @@ class Slerp(TensorwiseAlgorithm):
 
     name = "slerp"
     requirement = Requirement.DATA_FREE
+    needs = (Capability.TWO_MODELS,)
     needs_pretrained = False
     hyperparameters = (Hyperparameter("t", float, 0.5, "Interpolation position (0: first model, 1: second)",
                                        minimum=0.0, maximum=1.0),)

@@ -6,6 +6,7 @@ import re
 
 from fusionbench_core import PRETRAINED, Hyperparameter, Requirement, hookimpl
 from fusionbench_core.errors import ConfigError
+from fusionbench_core.protocols import Capability
 
 from .mixing_base import MixingAlgorithm
 
@@ -52,6 +53,7 @@ class DepthUpscaling(MixingAlgorithm):
 
     name = "depth_upscaling"
     requirement = Requirement.DATA_FREE
+    needs = (Capability.ARCHITECTURE, Capability.LAYER_STACK)
     hyperparameters = (
         Hyperparameter("layer_indices", list, [],
                        "Layers to stack, ints and 'range(a,b)' strings; empty: SOLAR's split"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import Hyperparameter, Requirement, hookimpl
+from fusionbench_core.protocols import Capability
 
 from ._params import SCALING_FACTOR, upscaled_mlps
 from .mixing_base import MixingAlgorithm
@@ -23,6 +24,7 @@ class MoEUpcycling(MixingAlgorithm):
 
     name = "moe_upcycling"
     requirement = Requirement.TRAINING
+    needs = (Capability.PRETRAINED, Capability.ARCHITECTURE, Capability.LINEAR_MODULES)
     hyperparameters = (
         Hyperparameter("experts_from", str, FINETUNED,
                        "'finetuned' (one expert per fine-tuned model) or a model name whose MLP is copied"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import DataRequest, Hyperparameter, Requirement, hookimpl
+from fusionbench_core.protocols import Capability
 
 from ._params import SCALING_FACTOR, router_training, upscaled_mlps
 from .mixing_base import MixingAlgorithm
@@ -24,6 +25,7 @@ class RankOneMoE(MixingAlgorithm):
 
     name = "rankone_moe"
     requirement = Requirement.TEST_TIME
+    needs = (Capability.PRETRAINED, Capability.ARCHITECTURE, Capability.LINEAR_MODULES)
     data = DataRequest(split="test", examples=None, labelled=False)
     hyperparameters = (
         Hyperparameter("rank", int, 32, "Rank-one experts per task and matrix (the top singular triplets; "

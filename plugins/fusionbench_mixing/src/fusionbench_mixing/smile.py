@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import Hyperparameter, Requirement, hookimpl
+from fusionbench_core.protocols import Capability
 
 from .mixing_base import MixingAlgorithm
 
@@ -19,6 +20,7 @@ class SmileUpscaling(MixingAlgorithm):
 
     name = "smile"
     requirement = Requirement.DATA_FREE
+    needs = (Capability.PRETRAINED, Capability.ARCHITECTURE, Capability.LINEAR_MODULES)
     hyperparameters = (
         Hyperparameter("gate_rank", int, 1,
                        "k_g: singular vectors per expert the router projects on (upstream's image example: 16)",

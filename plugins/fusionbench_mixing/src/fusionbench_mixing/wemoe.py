@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fusionbench_core import DataRequest, Requirement, hookimpl
+from fusionbench_core.protocols import Capability
 
 from ._params import SCALING_FACTOR, router_training, upscaled_mlps
 from .mixing_base import MixingAlgorithm
@@ -21,6 +22,7 @@ class WeightEnsemblingMoE(MixingAlgorithm):
 
     name = "wemoe"
     requirement = Requirement.TEST_TIME
+    needs = (Capability.PRETRAINED, Capability.ARCHITECTURE, Capability.LINEAR_MODULES)
     data = DataRequest(split="test", examples=None, labelled=False)
     hyperparameters = (SCALING_FACTOR, upscaled_mlps(), *router_training())
 
