@@ -100,6 +100,24 @@ def save_expert(path: Path, pretrained: Any, *, seed: int, noise: float = 0.02) 
         for param in tower.parameters():
             param.add_(torch.randn(param.shape, generator=gen) * noise)
     tower.save_pretrained(str(path))
+    _upstream_names(path / "model.safetensors")
+
+
+def _upstream_names(file: Path, prefix: str = "vision_model.") -> None:
+    """Rename a vision tower's tensors to ``vision_model.*``, as upstream's experts (saved by transformers 4) are.
+
+    transformers 5 saves ``CLIPVisionModel`` flat (``encoder.…``); without this the fixture would not be in
+    upstream's layout under 5, and the pools' naming contract would go untested there.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(file), framework="pt") as handle:
+        if all(key.startswith(prefix) for key in handle.keys()):
+            return
+        tensors = {key if key.startswith(prefix) else prefix + key: handle.get_tensor(key) for key in handle.keys()}
+        metadata = handle.metadata()
+    save_file(tensors, str(file), metadata=metadata)
 
 
 def save_lora_expert(path: Path, pretrained: Any, *, seed: int, rank: int = 16, alpha: int = 32) -> None:
